@@ -1,0 +1,75 @@
+//! Process-wide switches: tracing on or off, sampling, buffer sizes.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracelake_model::TraceId;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns tracing on (the default).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Turns tracing off: instrumented code runs as if it were not, at the cost of one load.
+/// Spans already started finish normally.
+pub fn disable() {
+    ENABLED.store(false, Ordering::Relaxed);
+}
+
+/// Whether tracing is on.
+#[inline]
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether a trace with this id is kept under `ratio`. The decision depends only on the
+/// trace id, as OpenTelemetry's `TraceIdRatioBased` sampler does, so every process that sees
+/// the id agrees.
+pub(crate) fn sampled(id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    ((id.to_u128() as u64) >> 1) < bound
+}
+
+/// Reads a variable, warning (once, at start) when its value is unusable.
+pub(crate) fn env_parse<T: std::str::FromStr>(name: &str, valid: impl Fn(&T) -> bool) -> Option<T> {
+    let raw = std::env::var(name).ok()?;
+    match raw.trim().parse::<T>() {
+        Ok(v) if valid(&v) => Some(v),
+        _ => {
+            tracing::warn!(target: "tracelake", "ignoring {name}={raw:?}: not a valid value");
+            None
+        }
+    }
+}
+
+/// `MLFLOW_TRACE_SAMPLING_RATIO`: the share of root spans that start a recorded trace.
+pub(crate) fn sampling_ratio_from_env() -> f64 {
+    env_parse("MLFLOW_TRACE_SAMPLING_RATIO", |r: &f64| (0.0..=1.0).contains(r)).unwrap_or(1.0)
+}
+
+/// `MLFLOW_TRACE_BUFFER_MAX_SIZE`: how many finished traces [`crate::get_trace`] can find.
+pub(crate) fn trace_buffer_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| env_parse("MLFLOW_TRACE_BUFFER_MAX_SIZE", |_: &usize| true).unwrap_or(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_keeps_about_the_requested_share_of_traces() {
+        let kept = (0..20_000).filter(|_| sampled(TraceId::random(), 0.25)).count();
+        assert!((4_000..6_000).contains(&kept), "kept {kept} of 20000 at ratio 0.25");
+        assert!(sampled(TraceId::random(), 1.0));
+        assert!(!sampled(TraceId::random(), 0.0));
+    }
+}

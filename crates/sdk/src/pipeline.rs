@@ -1,0 +1,274 @@
+//! The export pipeline: a bounded queue and the background worker that drains it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::Mutex;
+
+use crate::export::{ExportBatch, Exporter};
+use crate::trace::FinishedTrace;
+
+/// Counters of what the pipeline did, readable at any time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportStats {
+    /// Spans waiting in the queue now.
+    pub queued_spans: u64,
+    pub exported_traces: u64,
+    pub exported_spans: u64,
+    /// Traces dropped because the queue was full or the pipeline shut down.
+    pub dropped_traces: u64,
+    pub dropped_spans: u64,
+    /// Spans that ended after their trace had already been completed and handed on.
+    pub late_spans: u64,
+    /// Exporter calls that returned an error or panicked.
+    pub failed_exports: u64,
+}
+
+/// Why waiting on the pipeline failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlushError {
+    #[error("the export worker did not finish within {0:?}; traces may still be in flight")]
+    Timeout(Duration),
+    #[error("the export pipeline has shut down")]
+    ShutDown,
+}
+
+enum Msg {
+    Trace(Arc<FinishedTrace>),
+    Flush(Sender<()>),
+    Shutdown(Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    queued_spans: AtomicUsize,
+    exported_traces: AtomicU64,
+    exported_spans: AtomicU64,
+    dropped_traces: AtomicU64,
+    dropped_spans: AtomicU64,
+    late_spans: AtomicU64,
+    failed_exports: AtomicU64,
+    /// Seconds since `epoch` of the last warning about drops, to warn once per interval.
+    last_drop_warning: AtomicU64,
+}
+
+pub(crate) struct Pipeline {
+    tx: Sender<Msg>,
+    counters: Arc<Counters>,
+    max_queued_spans: usize,
+    closed: AtomicBool,
+    /// Dropping the pipeline drops the sender: the worker then exports what is queued, shuts
+    /// the exporters down and exits on its own. Nobody joins it there, since the last
+    /// reference may go away on an application thread that must not wait.
+    worker: Mutex<Option<JoinHandle<()>>>,
+    epoch: Instant,
+}
+
+/// How often a steady stream of drops is reported in the log.
+const DROP_WARNING_INTERVAL_SECS: u64 = 30;
+
+impl Pipeline {
+    pub(crate) fn start(
+        exporters: Vec<Box<dyn Exporter>>,
+        max_queued_spans: usize,
+        max_batch_traces: usize,
+    ) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(Counters::default());
+        let worker =
+            Worker { rx, exporters, counters: counters.clone(), max_batch_traces: max_batch_traces.max(1) };
+        let handle = std::thread::Builder::new()
+            .name("tracelake-export".into())
+            .spawn(move || worker.run())
+            .map_err(|e| tracing::error!(target: "tracelake", "cannot start the export worker, traces will be dropped: {e}"))
+            .ok();
+        Pipeline {
+            tx,
+            counters,
+            max_queued_spans,
+            closed: AtomicBool::new(handle.is_none()),
+            worker: Mutex::new(handle),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Queues a finished trace; never blocks. Drops it (and counts) when the queue is full.
+    pub(crate) fn submit(&self, trace: Arc<FinishedTrace>) {
+        let spans = trace.span_count;
+        if self.closed.load(Ordering::Relaxed) {
+            return self.drop_trace(spans);
+        }
+        let before = self.counters.queued_spans.fetch_add(spans, Ordering::AcqRel);
+        // A trace larger than the whole queue still goes through when the queue is empty.
+        if before > 0 && before + spans > self.max_queued_spans {
+            self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+            return self.drop_trace(spans);
+        }
+        if self.tx.send(Msg::Trace(trace)).is_err() {
+            self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+            self.drop_trace(spans);
+        }
+    }
+
+    fn drop_trace(&self, spans: usize) {
+        let c = &self.counters;
+        let dropped = c.dropped_traces.fetch_add(1, Ordering::Relaxed) + 1;
+        c.dropped_spans.fetch_add(spans as u64, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_secs() + DROP_WARNING_INTERVAL_SECS;
+        let last = c.last_drop_warning.load(Ordering::Relaxed);
+        if now >= last + DROP_WARNING_INTERVAL_SECS
+            && c.last_drop_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                target: "tracelake",
+                dropped_traces = dropped,
+                "trace export queue is full or shut down; dropping traces (raise the queue size or check the exporter)"
+            );
+        }
+    }
+
+    pub(crate) fn count_late_span(&self) {
+        self.counters.late_spans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> ExportStats {
+        let c = &self.counters;
+        ExportStats {
+            queued_spans: c.queued_spans.load(Ordering::Relaxed) as u64,
+            exported_traces: c.exported_traces.load(Ordering::Relaxed),
+            exported_spans: c.exported_spans.load(Ordering::Relaxed),
+            dropped_traces: c.dropped_traces.load(Ordering::Relaxed),
+            dropped_spans: c.dropped_spans.load(Ordering::Relaxed),
+            late_spans: c.late_spans.load(Ordering::Relaxed),
+            failed_exports: c.failed_exports.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until every trace queued before the call has been exported and the exporters
+    /// have flushed.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(FlushError::ShutDown);
+        }
+        self.round_trip(Msg::Flush, timeout)
+    }
+
+    /// Exports what is queued, flushes and shuts the exporters down, and stops the worker.
+    /// Traces finished afterwards are dropped and counted.
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(FlushError::ShutDown);
+        }
+        self.round_trip(Msg::Shutdown, timeout)?;
+        if let Some(handle) = self.worker.lock().take() {
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+
+    fn round_trip(&self, msg: fn(Sender<()>) -> Msg, timeout: Duration) -> Result<(), FlushError> {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        self.tx.send(msg(ack_tx)).map_err(|_| FlushError::ShutDown)?;
+        ack_rx.recv_timeout(timeout).map_err(|_| FlushError::Timeout(timeout))
+    }
+}
+
+struct Worker {
+    rx: Receiver<Msg>,
+    exporters: Vec<Box<dyn Exporter>>,
+    counters: Arc<Counters>,
+    max_batch_traces: usize,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut batch: Vec<Arc<FinishedTrace>> = Vec::with_capacity(self.max_batch_traces);
+        while let Ok(first) = self.rx.recv() {
+            let mut next = Some(first);
+            // Take what is already queued, up to a batch, then export it in one go.
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Trace(t) => batch.push(t),
+                    Msg::Flush(ack) => {
+                        self.export(&mut batch);
+                        self.drain_and_export(&mut batch);
+                        self.each_exporter("flush", |e| e.flush());
+                        let _ = ack.send(());
+                    }
+                    Msg::Shutdown(ack) => {
+                        self.export(&mut batch);
+                        self.drain_and_export(&mut batch);
+                        self.each_exporter("flush", |e| e.flush());
+                        self.each_exporter("shutdown", |e| e.shutdown());
+                        let _ = ack.send(());
+                        return;
+                    }
+                }
+                if batch.len() < self.max_batch_traces {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.export(&mut batch);
+        }
+        // Every sender is gone: the provider was dropped. Deliver what is left.
+        self.export(&mut batch);
+        self.each_exporter("flush", |e| e.flush());
+        self.each_exporter("shutdown", |e| e.shutdown());
+    }
+
+    /// Exports every trace still queued (flush and shutdown promise nothing is left behind).
+    fn drain_and_export(&mut self, batch: &mut Vec<Arc<FinishedTrace>>) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Trace(t)) => {
+                    batch.push(t);
+                    if batch.len() >= self.max_batch_traces {
+                        self.export(batch);
+                    }
+                }
+                // A control message queued behind ours is answered once everything is out.
+                Ok(Msg::Flush(ack)) | Ok(Msg::Shutdown(ack)) => drop(ack.send(())),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        self.export(batch);
+    }
+
+    fn export(&mut self, batch: &mut Vec<Arc<FinishedTrace>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans: usize = batch.iter().map(|t| t.span_count).sum();
+        let traces: Vec<_> = batch.drain(..).map(|t| t.trace().clone()).collect();
+        self.each_exporter("export", |e| e.export(ExportBatch::new(&traces)));
+        let c = &self.counters;
+        c.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+        c.exported_traces.fetch_add(traces.len() as u64, Ordering::Relaxed);
+        c.exported_spans.fetch_add(spans as u64, Ordering::Relaxed);
+    }
+
+    fn each_exporter(
+        &mut self,
+        what: &str,
+        mut call: impl FnMut(&mut dyn Exporter) -> Result<(), crate::export::ExportError>,
+    ) {
+        for exporter in &mut self.exporters {
+            match catch_unwind(AssertUnwindSafe(|| call(exporter.as_mut()))) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "tracelake", "trace {what} failed: {err}");
+                }
+                Err(_) => {
+                    self.counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(target: "tracelake", "trace exporter panicked during {what}; it stays installed");
+                }
+            }
+        }
+    }
+}

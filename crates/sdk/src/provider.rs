@@ -1,0 +1,186 @@
+//! The tracer provider: where finished traces go and how they are sampled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tracelake_model::TraceLocation;
+
+use crate::config;
+use crate::export::Exporter;
+use crate::pipeline::{ExportStats, FlushError, Pipeline};
+
+/// Default bound on spans waiting for export; beyond it traces are dropped and counted.
+pub const DEFAULT_MAX_QUEUED_SPANS: usize = 32_768;
+/// Default number of traces handed to exporters in one call.
+pub const DEFAULT_MAX_BATCH_TRACES: usize = 512;
+/// How long [`flush`] and [`shutdown`] wait for the export worker.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct ProviderInner {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) sampling_ratio: f64,
+    pub(crate) location: TraceLocation,
+    flush_timeout: Duration,
+}
+
+/// Owns the export pipeline and the sampling policy. A trace keeps the provider that was
+/// installed when its root span started, so replacing the provider never splits a trace.
+#[derive(Clone)]
+pub struct TracerProvider {
+    inner: Arc<ProviderInner>,
+}
+
+impl TracerProvider {
+    pub fn builder() -> TracerProviderBuilder {
+        TracerProviderBuilder::default()
+    }
+
+    /// Waits until every trace finished so far has been exported.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        self.inner.pipeline.flush(self.inner.flush_timeout)
+    }
+
+    /// Exports what is left, shuts the exporters down and stops the worker.
+    pub fn shutdown(&self) -> Result<(), FlushError> {
+        self.inner.pipeline.shutdown(self.inner.flush_timeout)
+    }
+
+    pub fn stats(&self) -> ExportStats {
+        self.inner.pipeline.stats()
+    }
+}
+
+impl std::fmt::Debug for TracerProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracerProvider")
+            .field("sampling_ratio", &self.inner.sampling_ratio)
+            .field("location", &self.inner.location)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Builds a [`TracerProvider`]. Defaults come from the environment as MLflow reads it
+/// (`MLFLOW_TRACE_SAMPLING_RATIO`, `MLFLOW_EXPERIMENT_ID`).
+pub struct TracerProviderBuilder {
+    exporters: Vec<Box<dyn Exporter>>,
+    max_queued_spans: usize,
+    max_batch_traces: usize,
+    sampling_ratio: Option<f64>,
+    location: Option<TraceLocation>,
+    flush_timeout: Duration,
+}
+
+impl Default for TracerProviderBuilder {
+    fn default() -> Self {
+        Self {
+            exporters: Vec::new(),
+            max_queued_spans: DEFAULT_MAX_QUEUED_SPANS,
+            max_batch_traces: DEFAULT_MAX_BATCH_TRACES,
+            sampling_ratio: None,
+            location: None,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for TracerProviderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracerProviderBuilder")
+            .field("exporters", &self.exporters.len())
+            .field("max_queued_spans", &self.max_queued_spans)
+            .field("sampling_ratio", &self.sampling_ratio)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TracerProviderBuilder {
+    /// Adds an exporter; every finished trace goes to every exporter.
+    pub fn with_exporter(mut self, exporter: impl Exporter) -> Self {
+        self.exporters.push(Box::new(exporter));
+        self
+    }
+
+    /// Bounds the spans waiting for export (memory stays bounded; overflow is dropped).
+    pub fn with_max_queued_spans(mut self, spans: usize) -> Self {
+        self.max_queued_spans = spans.max(1);
+        self
+    }
+
+    pub fn with_max_batch_traces(mut self, traces: usize) -> Self {
+        self.max_batch_traces = traces.max(1);
+        self
+    }
+
+    /// The share of root spans that start a recorded trace, in [0, 1].
+    pub fn with_sampling_ratio(mut self, ratio: f64) -> Self {
+        self.sampling_ratio = Some(ratio.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Where traces are stored (default: experiment `MLFLOW_EXPERIMENT_ID`, else `0`).
+    pub fn with_location(mut self, location: TraceLocation) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    pub fn build(self) -> TracerProvider {
+        let location = self.location.unwrap_or_else(|| {
+            std::env::var("MLFLOW_EXPERIMENT_ID")
+                .ok()
+                .filter(|id| !id.trim().is_empty())
+                .map_or_else(TraceLocation::default, TraceLocation::experiment)
+        });
+        TracerProvider {
+            inner: Arc::new(ProviderInner {
+                pipeline: Pipeline::start(self.exporters, self.max_queued_spans, self.max_batch_traces),
+                sampling_ratio: self.sampling_ratio.unwrap_or_else(config::sampling_ratio_from_env),
+                location,
+                flush_timeout: self.flush_timeout,
+            }),
+        }
+    }
+}
+
+static GLOBAL: RwLock<Option<TracerProvider>> = RwLock::new(None);
+
+/// The installed provider, creating the default one (no exporters: traces stay in the local
+/// buffer) on first use.
+pub(crate) fn global() -> Arc<ProviderInner> {
+    if let Some(p) = GLOBAL.read().as_ref() {
+        return p.inner.clone();
+    }
+    GLOBAL.write().get_or_insert_with(|| TracerProvider::builder().build()).inner.clone()
+}
+
+/// The installed provider.
+pub fn tracer_provider() -> TracerProvider {
+    TracerProvider { inner: global() }
+}
+
+/// Installs `provider` for traces started from now on and returns the previous one (traces
+/// already running finish with it; flush or shut it down when you are done with it).
+pub fn set_tracer_provider(provider: TracerProvider) -> Option<TracerProvider> {
+    GLOBAL.write().replace(provider)
+}
+
+/// Waits until every trace finished so far under the installed provider has been exported.
+pub fn flush() -> Result<(), FlushError> {
+    tracer_provider().flush()
+}
+
+/// Shuts the installed provider down: exports what is left, then stops exporting.
+pub fn shutdown() -> Result<(), FlushError> {
+    tracer_provider().shutdown()
+}
+
+/// What the installed provider's pipeline has done: exported, queued and dropped counts.
+pub fn export_stats() -> ExportStats {
+    tracer_provider().stats()
+}
