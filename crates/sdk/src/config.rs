@@ -40,7 +40,15 @@ pub(crate) fn sampled(id: TraceId, ratio: f64) -> bool {
 
 /// Reads a variable, warning (once, at start) when its value is unusable.
 pub(crate) fn env_parse<T: std::str::FromStr>(name: &str, valid: impl Fn(&T) -> bool) -> Option<T> {
-    let raw = std::env::var(name).ok()?;
+    parse_setting(name, std::env::var(name).ok().as_deref(), valid)
+}
+
+fn parse_setting<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&str>,
+    valid: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let raw = raw?;
     match raw.trim().parse::<T>() {
         Ok(v) if valid(&v) => Some(v),
         _ => {
@@ -52,7 +60,12 @@ pub(crate) fn env_parse<T: std::str::FromStr>(name: &str, valid: impl Fn(&T) -> 
 
 /// `MLFLOW_TRACE_SAMPLING_RATIO`: the share of root spans that start a recorded trace.
 pub(crate) fn sampling_ratio_from_env() -> f64 {
-    env_parse("MLFLOW_TRACE_SAMPLING_RATIO", |r: &f64| (0.0..=1.0).contains(r)).unwrap_or(1.0)
+    sampling_ratio(std::env::var("MLFLOW_TRACE_SAMPLING_RATIO").ok().as_deref())
+}
+
+/// Like MLflow: unset or invalid means 1.0 (invalid values are warned about and ignored).
+fn sampling_ratio(raw: Option<&str>) -> f64 {
+    parse_setting("MLFLOW_TRACE_SAMPLING_RATIO", raw, |r: &f64| (0.0..=1.0).contains(r)).unwrap_or(1.0)
 }
 
 /// `MLFLOW_TRACE_BUFFER_MAX_SIZE`: how many finished traces [`crate::get_trace`] can find.
@@ -64,6 +77,15 @@ pub(crate) fn trace_buffer_size() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sampling_ratio_variable_is_parsed_like_mlflow_does() {
+        assert_eq!(sampling_ratio(None), 1.0);
+        assert_eq!(sampling_ratio(Some("0.25")), 0.25);
+        assert_eq!(sampling_ratio(Some(" 0 ")), 0.0);
+        assert_eq!(sampling_ratio(Some("1.5")), 1.0);
+        assert_eq!(sampling_ratio(Some("half")), 1.0);
+    }
 
     #[test]
     fn sampling_keeps_about_the_requested_share_of_traces() {
