@@ -45,7 +45,10 @@ impl Parse for Options {
             match key.to_string().as_str() {
                 "name" => {
                     input.parse::<Token![=]>()?;
-                    set_once(&mut options.name, input.parse()?, &key)?;
+                    let name = input.parse::<LitStr>().map_err(|e| {
+                        syn::Error::new(e.span(), "#[trace] option `name` takes a string literal, e.g. `name = \"retrieve\"`")
+                    })?;
+                    set_once(&mut options.name, name, &key)?;
                 }
                 "span_type" => {
                     input.parse::<Token![=]>()?;

@@ -294,6 +294,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "quick": quick,
         "store": "sqlite (local file)",
         "async_logging": True,
+        "units": "ns per op (median/min/max over timed batches); *_per_s per second",
         "results": results,
     }
 

@@ -1,0 +1,6 @@
+#[tracelake::trace]
+const fn answer() -> u32 {
+    42
+}
+
+fn main() {}

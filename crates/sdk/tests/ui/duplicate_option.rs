@@ -1,0 +1,4 @@
+#[tracelake::trace(name = "a", name = "b")]
+fn step() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tracelake::trace(name = step_name)]
+fn step() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[tracelake::trace]
+struct Config {
+    model: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+trait Tool {
+    #[tracelake::trace]
+    fn call(&self, input: &str) -> String;
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tracelake::trace(level = "debug")]
+fn step() {}
+
+fn main() {}
