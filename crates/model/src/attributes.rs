@@ -43,12 +43,19 @@ pub mod keys {
 /// Values serde cannot encode (a map with non-string keys, a failing `Serialize` impl) are
 /// recorded as the JSON string of the error, like MLflow's `repr` fallback, rather than lost.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    let mut out = Vec::with_capacity(64);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    match value.serialize(&mut ser) {
-        // serde_json writes valid UTF-8 only.
-        Ok(()) => String::from_utf8(out).unwrap_or_default(),
-        Err(err) => to_json(&format!("<unserializable: {err}>")),
+    let mut out = Vec::with_capacity(32);
+    write_json(&mut out, value);
+    // serde_json writes valid UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends the encoding of [`to_json`] to `out`.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mark = out.len();
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, PythonFormatter);
+    if let Err(err) = value.serialize(&mut ser) {
+        out.truncate(mark);
+        write_json(out, &format!("<unserializable: {err}>"));
     }
 }
 
@@ -78,9 +85,10 @@ impl serde_json::ser::Formatter for PythonFormatter {
 /// An ordered set of span attributes; each value is a JSON document (see the module docs).
 ///
 /// Keys are unique and keep their first insertion position, as a Python dict does. Spans carry
-/// a handful of attributes, so a vector beats a hash map here.
+/// a handful of attributes, so a vector beats a hash map here. Keys and values may be static
+/// strings, so the reserved keys and common values cost no allocation.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Attributes(Vec<(Cow<'static, str>, String)>);
+pub struct Attributes(Vec<(Cow<'static, str>, Cow<'static, str>)>);
 
 impl Attributes {
     pub const fn new() -> Self {
@@ -100,8 +108,8 @@ impl Attributes {
     }
 
     /// Sets a value that is already JSON-encoded.
-    pub fn insert_raw(&mut self, key: impl Into<Cow<'static, str>>, json: String) {
-        let key = key.into();
+    pub fn insert_raw(&mut self, key: impl Into<Cow<'static, str>>, json: impl Into<Cow<'static, str>>) {
+        let (key, json) = (key.into(), json.into());
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = json,
             None => self.0.push((key, json)),
@@ -115,7 +123,7 @@ impl Attributes {
 
     /// The JSON-encoded value of `key`.
     pub fn get_raw(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
     /// The decoded value of `key` (raw text when it is not JSON).
@@ -134,7 +142,7 @@ impl Attributes {
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let pos = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(pos).1)
+        Some(self.0.remove(pos).1.into_owned())
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -143,13 +151,21 @@ impl Attributes {
 
     /// Keys and JSON-encoded values in insertion order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 }
 
 impl std::fmt::Debug for Attributes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl IntoIterator for Attributes {
+    type Item = (Cow<'static, str>, Cow<'static, str>);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
     }
 }
 

@@ -242,18 +242,14 @@ impl Serialize for Links<'_> {
 }
 
 impl Serialize for Span {
+    /// MLflow 3.17's span dict has no `kind`: the MLflow client drops it when it rewrites a
+    /// trace, so it is not written here either (OTLP forms carry it; reading accepts it).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let internal = self.kind == SpanKind::Internal;
-        let mut map = s.serialize_map(Some(if internal { 11 } else { 12 }))?;
+        let mut map = s.serialize_map(Some(10))?;
         map.serialize_entry("trace_id", &B64(&self.trace_id.to_bytes()))?;
         map.serialize_entry("span_id", &B64(&self.span_id.to_bytes()))?;
         map.serialize_entry("parent_span_id", &self.parent_id.map(|p| BASE64.encode(p.to_bytes())))?;
         map.serialize_entry("name", &self.name)?;
-        // MLflow's own dicts leave the kind out; it is only written when it carries
-        // information (spans that arrived over OTLP from clients and servers).
-        if !internal {
-            map.serialize_entry("kind", self.kind.as_otlp_name())?;
-        }
         map.serialize_entry("start_time_unix_nano", &self.start_time_unix_nano)?;
         map.serialize_entry("end_time_unix_nano", &self.end_time_unix_nano)?;
         map.serialize_entry("events", &Events(&self.events))?;
@@ -333,7 +329,7 @@ impl Span {
             span_id: read_span_id(&r, "span_id")?
                 .ok_or_else(|| r.err("span_id", "missing required field"))?,
             parent_id: read_span_id(&r, "parent_span_id")?,
-            name: r.str("name")?.to_owned(),
+            name: r.str("name")?.to_owned().into(),
             kind,
             start_time_unix_nano: r.u64("start_time_unix_nano")?,
             end_time_unix_nano: r.opt_u64("end_time_unix_nano")?,

@@ -42,6 +42,7 @@ mod trace;
 
 pub use attributes::{
     Attributes, PythonFormatter, from_json as decode_attribute, keys, to_json as encode_attribute,
+    write_json as write_attribute,
 };
 pub use dict::{DictError, format_duration_ms, format_timestamp_ms, parse_duration_ms, parse_timestamp_ms};
 pub use ids::{IdError, SpanId, TRACE_ID_V3_PREFIX, TRACE_ID_V4_PREFIX, TraceId};

@@ -72,6 +72,28 @@ impl SpanType {
         }
     }
 
+    /// The attribute value MLflow stores for this type: the JSON string of its name.
+    pub fn to_json(&self) -> Cow<'static, str> {
+        match self {
+            SpanType::Llm => Cow::Borrowed("\"LLM\""),
+            SpanType::ChatModel => Cow::Borrowed("\"CHAT_MODEL\""),
+            SpanType::Chain => Cow::Borrowed("\"CHAIN\""),
+            SpanType::Agent => Cow::Borrowed("\"AGENT\""),
+            SpanType::Tool => Cow::Borrowed("\"TOOL\""),
+            SpanType::Embedding => Cow::Borrowed("\"EMBEDDING\""),
+            SpanType::Retriever => Cow::Borrowed("\"RETRIEVER\""),
+            SpanType::Parser => Cow::Borrowed("\"PARSER\""),
+            SpanType::Reranker => Cow::Borrowed("\"RERANKER\""),
+            SpanType::Memory => Cow::Borrowed("\"MEMORY\""),
+            SpanType::Workflow => Cow::Borrowed("\"WORKFLOW\""),
+            SpanType::Task => Cow::Borrowed("\"TASK\""),
+            SpanType::Guardrail => Cow::Borrowed("\"GUARDRAIL\""),
+            SpanType::Evaluator => Cow::Borrowed("\"EVALUATOR\""),
+            SpanType::Unknown => Cow::Borrowed("\"UNKNOWN\""),
+            SpanType::Custom(name) => Cow::Owned(crate::attributes::to_json(name.as_ref())),
+        }
+    }
+
     /// The MLflow type named `name`, or a custom type.
     pub fn parse(name: &str) -> SpanType {
         Self::KNOWN
@@ -130,6 +152,19 @@ pub enum LogLevel {
     Warning = 30,
     Error = 40,
     Critical = 50,
+}
+
+impl LogLevel {
+    /// The attribute value MLflow stores: the integer as JSON.
+    pub fn to_json(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "10",
+            LogLevel::Info => "20",
+            LogLevel::Warning => "30",
+            LogLevel::Error => "40",
+            LogLevel::Critical => "50",
+        }
+    }
 }
 
 /// OpenTelemetry span kind.
@@ -279,7 +314,8 @@ pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub parent_id: Option<SpanId>,
-    pub name: String,
+    /// Static for names known at compile time (no allocation per span), as OpenTelemetry does.
+    pub name: Cow<'static, str>,
     pub kind: SpanKind,
     pub start_time_unix_nano: u64,
     /// `None` only for spans read from a file written while they were still open.
@@ -330,6 +366,13 @@ mod tests {
         }
         assert_eq!(SpanType::parse("MATH"), SpanType::Custom("MATH".into()));
         assert_eq!(SpanType::from("MATH".to_owned()).as_str(), "MATH");
+    }
+
+    #[test]
+    fn span_type_json_is_the_encoded_name() {
+        for t in SpanType::KNOWN.into_iter().chain([SpanType::Custom("MY \"TYPE\"".into())]) {
+            assert_eq!(t.to_json(), crate::attributes::to_json(t.as_str()));
+        }
     }
 
     #[test]

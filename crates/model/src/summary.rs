@@ -32,6 +32,9 @@ impl Role {
 
 /// Cuts `text` to at most `max_chars` characters, ending in `...` when it was cut.
 pub fn truncate_chars(text: &str, max_chars: usize) -> String {
+    if text.len() <= max_chars {
+        return text.to_owned(); // never more characters than bytes
+    }
     match text.char_indices().nth(max_chars) {
         None => text.to_owned(),
         Some(_) => {
@@ -48,8 +51,10 @@ pub fn truncate_chars(text: &str, max_chars: usize) -> String {
 /// `input`/`output`, or those nested under `request`) preview as the text of the last message
 /// of `role`; anything else as its JSON text. NUL characters become U+FFFD.
 pub fn preview(json_text: &str, role: Role, max_chars: usize) -> String {
-    let content = serde_json::from_str::<Value>(json_text)
-        .ok()
+    // Every chat message has a "role" key: without one there is nothing to parse for.
+    let content = Some(json_text)
+        .filter(|t| t.contains("\"role\""))
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
         .and_then(|v| chat_messages(&v).map(|msgs| message_text(last_message(&msgs, role))))
         .filter(|c| !c.is_empty());
     let text = content.as_deref().unwrap_or(json_text);
@@ -201,7 +206,7 @@ mod tests {
             trace_id: TraceId::new(1).unwrap(),
             span_id: SpanId::new(id).unwrap(),
             parent_id: parent.and_then(SpanId::new),
-            name: format!("s{id}"),
+            name: format!("s{id}").into(),
             kind: SpanKind::Internal,
             start_time_unix_nano: 0,
             end_time_unix_nano: Some(1),

@@ -244,7 +244,7 @@ impl SpanQuery {
     pub fn matches(&self, span: &Span) -> bool {
         let name_ok = match &self.name {
             None => true,
-            Some(NameMatch::Exact(name)) => span.name == *name,
+            Some(NameMatch::Exact(name)) => span.name == name.as_str(),
             Some(NameMatch::Regex(re)) => re.is_match(&span.name),
         };
         name_ok
