@@ -46,7 +46,10 @@ impl Parse for Options {
                 "name" => {
                     input.parse::<Token![=]>()?;
                     let name = input.parse::<LitStr>().map_err(|e| {
-                        syn::Error::new(e.span(), "#[trace] option `name` takes a string literal, e.g. `name = \"retrieve\"`")
+                        syn::Error::new(
+                            e.span(),
+                            "#[trace] option `name` takes a string literal, e.g. `name = \"retrieve\"`",
+                        )
                     })?;
                     set_once(&mut options.name, name, &key)?;
                 }
@@ -146,6 +149,8 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
     }
 
     let fn_name = ident_name(&sig.ident);
+    // An identifier needs no escaping: its JSON string is the name in quotes.
+    let fn_name_json = LitStr::new(&format!("\"{fn_name}\""), sig.ident.span());
     let span_name = options.name.unwrap_or_else(|| LitStr::new(&fn_name, sig.ident.span()));
     let span_type = match &options.span_type {
         Some(expr) => expr.to_token_stream(),
@@ -161,8 +166,11 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
             use ::tracelake::__private::{JsonViaDebug as _, JsonViaSerialize as _, JsonViaTypeName as _};
             #[allow(unused_mut)]
             let mut __tl_inputs = ::tracelake::__private::Inputs::new();
-            #( __tl_inputs.add(#input_names, (&&&::tracelake::__private::Probe(&#recorded)).__tl_json()); )*
-            let __tl_builder = ::tracelake::__private::fn_span(#span_name, #fn_name, #span_type)
+            #(
+                __tl_inputs.key(#input_names);
+                (&&&::tracelake::__private::Probe(&#recorded)).__tl_write(__tl_inputs.value());
+            )*
+            let __tl_builder = ::tracelake::__private::fn_span(#span_name, #fn_name_json, #span_type)
                 #( .attribute(#attr_keys, &(#attr_values)) )*;
             ::tracelake::__private::with_inputs(__tl_builder, __tl_inputs)
         }
@@ -199,17 +207,20 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
         }
     };
 
+    // Splice the statements rather than nesting the block, so lints such as `unused_braces`
+    // see the user's code as written.
+    let stmts = &block.stmts;
     let body = if sig.asyncness.is_some() {
         quote! {
             let __tl_span = ::tracelake::__private::FnSpan::start(#make_builder);
-            let __tl_ret = __tl_span.run_async(async move { #pin_return_type #block }).await;
+            let __tl_ret = __tl_span.run_async(async move { #pin_return_type #(#stmts)* }).await;
             #record_outcome
             __tl_ret
         }
     } else {
         quote! {
             let __tl_span = ::tracelake::__private::FnSpan::enter(#make_builder);
-            let __tl_ret = ::tracelake::__private::catch_sync(&__tl_span, move || { #pin_return_type #block });
+            let __tl_ret = ::tracelake::__private::catch_sync(&__tl_span, move || { #pin_return_type #(#stmts)* });
             #record_outcome
             __tl_ret
         }

@@ -36,7 +36,7 @@ pub enum ClientError {
 #[derive(Debug, Clone, Default)]
 pub struct SpanEnd {
     outputs: Option<String>,
-    attributes: Vec<(Cow<'static, str>, String)>,
+    attributes: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     status: Option<SpanStatus>,
     end_time_ns: Option<u64>,
 }
@@ -52,7 +52,7 @@ impl SpanEnd {
     }
 
     pub fn attribute<T: Serialize + ?Sized>(mut self, key: impl Into<Cow<'static, str>>, value: &T) -> Self {
-        self.attributes.push((key.into(), encode_attribute(value)));
+        self.attributes.push((key.into(), encode_attribute(value).into()));
         self
     }
 

@@ -92,8 +92,9 @@ pub use config::{disable, enable, is_enabled};
 pub use context::{Context, ContextGuard, FutureExt, WithContext};
 pub use pipeline::{ExportStats, FlushError};
 pub use provider::{
-    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BATCH_TRACES, DEFAULT_MAX_QUEUED_SPANS, TracerProvider,
-    TracerProviderBuilder, export_stats, flush, set_tracer_provider, shutdown, tracer_provider,
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BATCH_TRACES, DEFAULT_MAX_QUEUED_SPANS, DEFAULT_SCHEDULE_DELAY,
+    TracerProvider, TracerProviderBuilder, export_stats, flush, set_tracer_provider, shutdown,
+    tracer_provider,
 };
 pub use span::{LiveSpan, SpanBuilder, SpanGuard, current_span, span, start_span};
 pub use trace::{

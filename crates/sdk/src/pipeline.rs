@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use crate::export::{ExportBatch, Exporter};
+use tracelake_model::Trace;
+
 use crate::trace::FinishedTrace;
 
 /// Counters of what the pipeline did, readable at any time.
@@ -38,8 +40,10 @@ pub enum FlushError {
     ShutDown,
 }
 
-enum Msg {
-    Trace(Arc<FinishedTrace>),
+/// Messages to the worker besides the traces themselves.
+enum Control {
+    /// Enough traces are waiting for a full batch.
+    Wake,
     Flush(Sender<()>),
     Shutdown(Sender<()>),
 }
@@ -47,6 +51,10 @@ enum Msg {
 #[derive(Default)]
 struct Counters {
     queued_spans: AtomicUsize,
+    /// Traces queued since the worker last drained the queue.
+    pending_traces: AtomicUsize,
+    /// A `Wake` is on its way; no need to send another.
+    wake_sent: AtomicBool,
     exported_traces: AtomicU64,
     exported_spans: AtomicU64,
     dropped_traces: AtomicU64,
@@ -57,12 +65,19 @@ struct Counters {
     last_drop_warning: AtomicU64,
 }
 
+/// The queue between the application and the export worker.
+///
+/// Handing a trace over is a lock-free push and two atomic adds: the worker is not woken for
+/// each trace (a futex wake per trace would cost more than recording the trace). It wakes when
+/// a batch's worth is waiting, when its timer fires, or when asked to flush or shut down.
 pub(crate) struct Pipeline {
-    tx: Sender<Msg>,
+    traces: Sender<FinishedTrace>,
+    control: Sender<Control>,
     counters: Arc<Counters>,
     max_queued_spans: usize,
+    wake_at_traces: usize,
     closed: AtomicBool,
-    /// Dropping the pipeline drops the sender: the worker then exports what is queued, shuts
+    /// Dropping the pipeline drops the senders: the worker then exports what is queued, shuts
     /// the exporters down and exits on its own. Nobody joins it there, since the last
     /// reference may go away on an application thread that must not wait.
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -77,20 +92,31 @@ impl Pipeline {
         exporters: Vec<Box<dyn Exporter>>,
         max_queued_spans: usize,
         max_batch_traces: usize,
+        schedule_delay: Duration,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (traces, traces_rx) = crossbeam_channel::unbounded();
+        let (control, control_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
-        let worker =
-            Worker { rx, exporters, counters: counters.clone(), max_batch_traces: max_batch_traces.max(1) };
+        let max_batch_traces = max_batch_traces.max(1);
+        let worker = Worker {
+            traces: traces_rx,
+            control: control_rx,
+            exporters,
+            counters: counters.clone(),
+            max_batch_traces,
+            schedule_delay,
+        };
         let handle = std::thread::Builder::new()
             .name("tracelake-export".into())
             .spawn(move || worker.run())
             .map_err(|e| tracing::error!(target: "tracelake", "cannot start the export worker, traces will be dropped: {e}"))
             .ok();
         Pipeline {
-            tx,
+            traces,
+            control,
             counters,
             max_queued_spans,
+            wake_at_traces: (max_batch_traces / 2).max(1),
             closed: AtomicBool::new(handle.is_none()),
             worker: Mutex::new(handle),
             epoch: Instant::now(),
@@ -98,7 +124,7 @@ impl Pipeline {
     }
 
     /// Queues a finished trace; never blocks. Drops it (and counts) when the queue is full.
-    pub(crate) fn submit(&self, trace: Arc<FinishedTrace>) {
+    pub(crate) fn submit(&self, trace: FinishedTrace) {
         let spans = trace.span_count;
         if self.closed.load(Ordering::Relaxed) {
             return self.drop_trace(spans);
@@ -109,9 +135,15 @@ impl Pipeline {
             self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
             return self.drop_trace(spans);
         }
-        if self.tx.send(Msg::Trace(trace)).is_err() {
+        if self.traces.send(trace).is_err() {
             self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
-            self.drop_trace(spans);
+            return self.drop_trace(spans);
+        }
+        let c = &self.counters;
+        let pending = c.pending_traces.fetch_add(1, Ordering::AcqRel) + 1;
+        let crowded = before + spans >= self.max_queued_spans / 2;
+        if (pending >= self.wake_at_traces || crowded) && !c.wake_sent.swap(true, Ordering::AcqRel) {
+            let _ = self.control.send(Control::Wake);
         }
     }
 
@@ -155,7 +187,7 @@ impl Pipeline {
         if self.closed.load(Ordering::Relaxed) {
             return Err(FlushError::ShutDown);
         }
-        self.round_trip(Msg::Flush, timeout)
+        self.round_trip(Control::Flush, timeout)
     }
 
     /// Exports what is queued, flushes and shuts the exporters down, and stops the worker.
@@ -164,88 +196,81 @@ impl Pipeline {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(FlushError::ShutDown);
         }
-        self.round_trip(Msg::Shutdown, timeout)?;
+        self.round_trip(Control::Shutdown, timeout)?;
         if let Some(handle) = self.worker.lock().take() {
             let _ = handle.join();
         }
         Ok(())
     }
 
-    fn round_trip(&self, msg: fn(Sender<()>) -> Msg, timeout: Duration) -> Result<(), FlushError> {
+    fn round_trip(&self, msg: fn(Sender<()>) -> Control, timeout: Duration) -> Result<(), FlushError> {
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        self.tx.send(msg(ack_tx)).map_err(|_| FlushError::ShutDown)?;
+        self.control.send(msg(ack_tx)).map_err(|_| FlushError::ShutDown)?;
         ack_rx.recv_timeout(timeout).map_err(|_| FlushError::Timeout(timeout))
     }
 }
 
 struct Worker {
-    rx: Receiver<Msg>,
+    traces: Receiver<FinishedTrace>,
+    control: Receiver<Control>,
     exporters: Vec<Box<dyn Exporter>>,
     counters: Arc<Counters>,
     max_batch_traces: usize,
+    schedule_delay: Duration,
 }
 
 impl Worker {
     fn run(mut self) {
-        let mut batch: Vec<Arc<FinishedTrace>> = Vec::with_capacity(self.max_batch_traces);
-        while let Ok(first) = self.rx.recv() {
-            let mut next = Some(first);
-            // Take what is already queued, up to a batch, then export it in one go.
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Trace(t) => batch.push(t),
-                    Msg::Flush(ack) => {
-                        self.export(&mut batch);
-                        self.drain_and_export(&mut batch);
-                        self.each_exporter("flush", |e| e.flush());
-                        let _ = ack.send(());
-                    }
-                    Msg::Shutdown(ack) => {
-                        self.export(&mut batch);
-                        self.drain_and_export(&mut batch);
-                        self.each_exporter("flush", |e| e.flush());
-                        self.each_exporter("shutdown", |e| e.shutdown());
-                        let _ = ack.send(());
-                        return;
-                    }
+        let mut batch: Vec<FinishedTrace> = Vec::with_capacity(self.max_batch_traces);
+        loop {
+            let msg = self.control.recv_timeout(self.schedule_delay);
+            // Traces sent before the message are visible now: drain them all first, so a
+            // flush covers everything finished before it was asked for.
+            self.drain(&mut batch);
+            match msg {
+                Ok(Control::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Control::Flush(ack)) => {
+                    self.each_exporter("flush", |e| e.flush());
+                    let _ = ack.send(());
                 }
-                if batch.len() < self.max_batch_traces {
-                    next = self.rx.try_recv().ok();
+                Ok(Control::Shutdown(ack)) => {
+                    self.each_exporter("flush", |e| e.flush());
+                    self.each_exporter("shutdown", |e| e.shutdown());
+                    let _ = ack.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The provider was dropped. Deliver what is left and stop.
+                    self.each_exporter("flush", |e| e.flush());
+                    self.each_exporter("shutdown", |e| e.shutdown());
+                    return;
                 }
             }
-            self.export(&mut batch);
         }
-        // Every sender is gone: the provider was dropped. Deliver what is left.
-        self.export(&mut batch);
-        self.each_exporter("flush", |e| e.flush());
-        self.each_exporter("shutdown", |e| e.shutdown());
     }
 
-    /// Exports every trace still queued (flush and shutdown promise nothing is left behind).
-    fn drain_and_export(&mut self, batch: &mut Vec<Arc<FinishedTrace>>) {
-        loop {
-            match self.rx.try_recv() {
-                Ok(Msg::Trace(t)) => {
-                    batch.push(t);
-                    if batch.len() >= self.max_batch_traces {
-                        self.export(batch);
-                    }
-                }
-                // A control message queued behind ours is answered once everything is out.
-                Ok(Msg::Flush(ack)) | Ok(Msg::Shutdown(ack)) => drop(ack.send(())),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+    /// Exports every trace queued now, a batch at a time.
+    fn drain(&mut self, batch: &mut Vec<FinishedTrace>) {
+        // Reset before draining: a trace queued during the drain may ask for a new wake.
+        self.counters.pending_traces.store(0, Ordering::Release);
+        self.counters.wake_sent.store(false, Ordering::Release);
+        while let Ok(trace) = self.traces.try_recv() {
+            batch.push(trace);
+            if batch.len() >= self.max_batch_traces {
+                self.export(batch);
             }
         }
         self.export(batch);
     }
 
-    fn export(&mut self, batch: &mut Vec<Arc<FinishedTrace>>) {
+    fn export(&mut self, batch: &mut Vec<FinishedTrace>) {
         if batch.is_empty() {
             return;
         }
         let spans: usize = batch.iter().map(|t| t.span_count).sum();
-        let traces: Vec<_> = batch.drain(..).map(|t| t.trace().clone()).collect();
+        let traces: Vec<Arc<Trace>> = batch.drain(..).map(|t| Arc::new(t.build())).collect();
         self.each_exporter("export", |e| e.export(ExportBatch::new(&traces)));
+        crate::trace::recent::insert(&traces);
         let c = &self.counters;
         c.queued_spans.fetch_sub(spans, Ordering::AcqRel);
         c.exported_traces.fetch_add(traces.len() as u64, Ordering::Relaxed);

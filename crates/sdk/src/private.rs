@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use serde::Serialize;
-use tracelake_model::{SpanType, encode_attribute, keys};
+use tracelake_model::{SpanType, encode_attribute, keys, write_attribute};
 
 use crate::config;
 use crate::context::{Current, WithContext, with_current};
@@ -27,29 +27,29 @@ pub use crate::span::span as builder;
 #[allow(missing_debug_implementations)]
 pub struct Probe<'a, T: ?Sized>(pub &'a T);
 
-/// Encodes a value: `(&&&Probe(&v)).__tl_json()`.
+/// Encodes a value into `out`: `(&&&Probe(&v)).__tl_write(out)`.
 pub trait JsonViaSerialize {
-    fn __tl_json(&self) -> String;
+    fn __tl_write(&self, out: &mut Vec<u8>);
 }
 impl<T: Serialize + ?Sized> JsonViaSerialize for &&Probe<'_, T> {
-    fn __tl_json(&self) -> String {
-        encode_attribute(self.0)
+    fn __tl_write(&self, out: &mut Vec<u8>) {
+        write_attribute(out, self.0)
     }
 }
 pub trait JsonViaDebug {
-    fn __tl_json(&self) -> String;
+    fn __tl_write(&self, out: &mut Vec<u8>);
 }
 impl<T: Debug + ?Sized> JsonViaDebug for &Probe<'_, T> {
-    fn __tl_json(&self) -> String {
-        encode_attribute(&format!("{:?}", self.0))
+    fn __tl_write(&self, out: &mut Vec<u8>) {
+        write_attribute(out, &format!("{:?}", self.0))
     }
 }
 pub trait JsonViaTypeName {
-    fn __tl_json(&self) -> String;
+    fn __tl_write(&self, out: &mut Vec<u8>);
 }
 impl<T: ?Sized> JsonViaTypeName for Probe<'_, T> {
-    fn __tl_json(&self) -> String {
-        encode_attribute(&format!("<{}>", std::any::type_name::<T>()))
+    fn __tl_write(&self, out: &mut Vec<u8>) {
+        write_attribute(out, &format!("<{}>", std::any::type_name::<T>()))
     }
 }
 
@@ -149,35 +149,46 @@ impl<T: ?Sized> ErrorNone for Probe<'_, T> {
     }
 }
 
-/// Builds the inputs object `{"a": 1, "b": 2}` from already encoded values.
+/// Builds the inputs object `{"a": 1, "b": 2}` in one buffer: `key`, then write the value
+/// into `value()`.
 #[derive(Debug)]
-pub struct Inputs(String);
+pub struct Inputs(Vec<u8>);
 
 impl Inputs {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Inputs(String::with_capacity(64))
+        Inputs(Vec::with_capacity(64))
     }
 
-    pub fn add(&mut self, name: &str, json: String) {
-        self.0.push_str(if self.0.is_empty() { "{" } else { ", " });
-        self.0.push_str(&encode_attribute(name));
-        self.0.push_str(": ");
-        self.0.push_str(&json);
+    pub fn key(&mut self, name: &str) {
+        self.0.extend_from_slice(if self.0.is_empty() { b"{" } else { b", " });
+        write_attribute(&mut self.0, name);
+        self.0.extend_from_slice(b": ");
+    }
+
+    pub fn value(&mut self) -> &mut Vec<u8> {
+        &mut self.0
     }
 
     pub fn finish(mut self) -> String {
         if self.0.is_empty() {
-            self.0.push('{');
+            self.0.push(b'{');
         }
-        self.0.push('}');
-        self.0
+        self.0.push(b'}');
+        // Keys and values are written by serde_json: valid UTF-8.
+        String::from_utf8(self.0).unwrap_or_default()
     }
 }
 
 /// Starts building the span of a traced function.
-pub fn fn_span(name: &'static str, function: &'static str, span_type: impl Into<SpanType>) -> SpanBuilder {
-    crate::span::span(Cow::Borrowed(name)).span_type(span_type).attribute(keys::FUNCTION_NAME, function)
+pub fn fn_span(
+    name: &'static str,
+    function_json: &'static str,
+    span_type: impl Into<SpanType>,
+) -> SpanBuilder {
+    let mut builder = crate::span::span(Cow::Borrowed(name)).span_type(span_type);
+    builder.function_json = Some(function_json);
+    builder
 }
 
 /// Sets the inputs of a span under construction from an [`Inputs`] object.

@@ -14,13 +14,16 @@ use crate::pipeline::{ExportStats, FlushError, Pipeline};
 pub const DEFAULT_MAX_QUEUED_SPANS: usize = 32_768;
 /// Default number of traces handed to exporters in one call.
 pub const DEFAULT_MAX_BATCH_TRACES: usize = 512;
+/// How long a finished trace may wait before the worker exports it when traffic is light
+/// (under load, batches go out as soon as they fill).
+pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(100);
 /// How long [`flush`] and [`shutdown`] wait for the export worker.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct ProviderInner {
     pub(crate) pipeline: Pipeline,
     pub(crate) sampling_ratio: f64,
-    pub(crate) location: TraceLocation,
+    pub(crate) location: Arc<TraceLocation>,
     flush_timeout: Duration,
 }
 
@@ -70,6 +73,7 @@ pub struct TracerProviderBuilder {
     sampling_ratio: Option<f64>,
     location: Option<TraceLocation>,
     flush_timeout: Duration,
+    schedule_delay: Duration,
 }
 
 impl Default for TracerProviderBuilder {
@@ -81,6 +85,7 @@ impl Default for TracerProviderBuilder {
             sampling_ratio: None,
             location: None,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            schedule_delay: DEFAULT_SCHEDULE_DELAY,
         }
     }
 }
@@ -125,6 +130,12 @@ impl TracerProviderBuilder {
         self
     }
 
+    /// How long a finished trace may wait for export when traffic is light.
+    pub fn with_schedule_delay(mut self, delay: Duration) -> Self {
+        self.schedule_delay = delay;
+        self
+    }
+
     pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self
@@ -139,9 +150,14 @@ impl TracerProviderBuilder {
         });
         TracerProvider {
             inner: Arc::new(ProviderInner {
-                pipeline: Pipeline::start(self.exporters, self.max_queued_spans, self.max_batch_traces),
+                pipeline: Pipeline::start(
+                    self.exporters,
+                    self.max_queued_spans,
+                    self.max_batch_traces,
+                    self.schedule_delay,
+                ),
                 sampling_ratio: self.sampling_ratio.unwrap_or_else(config::sampling_ratio_from_env),
-                location,
+                location: Arc::new(location),
                 flush_timeout: self.flush_timeout,
             }),
         }

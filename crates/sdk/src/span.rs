@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use tracelake_model::{
-    Attributes, Link, LogLevel, Span, SpanEvent, SpanId, SpanKind, SpanStatus, SpanType, StatusCode,
+    Attributes, Link, LogLevel, Span, SpanEvent, SpanId, SpanKind, SpanStatus, SpanType, StatusCode, TraceId,
     encode_attribute, keys,
 };
 
@@ -27,14 +27,23 @@ pub(crate) struct SpanNode {
     pub(crate) trace: Arc<ActiveTrace>,
     pub(crate) span_id: SpanId,
     pub(crate) parent_id: Option<SpanId>,
+    /// Where the span goes in its trace (start order).
+    pub(crate) slot: usize,
     data: Mutex<SpanData>,
 }
 
+/// What is recorded on a live span. The reserved MLflow attributes are kept as fields and
+/// turned into [`Attributes`] by the export worker, so recording a span allocates less on the
+/// application thread.
 struct SpanData {
-    name: String,
+    name: Cow<'static, str>,
     kind: SpanKind,
     span_type: SpanType,
     start_ns: u64,
+    function_json: Option<&'static str>,
+    inputs: Option<Cow<'static, str>>,
+    outputs: Option<Cow<'static, str>>,
+    /// Every other attribute.
     attributes: Attributes,
     events: Vec<SpanEvent>,
     links: Vec<Link>,
@@ -55,20 +64,23 @@ impl SpanNode {
             d.ended = true;
             let level = d.log_level.unwrap_or_else(|| d.span_type.default_log_level());
             let level = if d.has_exception { level.max(LogLevel::Error) } else { level };
-            d.attributes.insert_raw(keys::LOG_LEVEL, (level as u8).to_string());
             let mut status = std::mem::take(&mut d.status);
             if status.code != StatusCode::Error {
                 status.code = StatusCode::Ok;
             }
-            Span {
-                trace_id: self.trace.otel_id,
+            RawSpan {
                 span_id: self.span_id,
                 parent_id: self.parent_id,
                 name: std::mem::take(&mut d.name),
                 kind: d.kind,
-                start_time_unix_nano: d.start_ns,
-                end_time_unix_nano: Some(end_ns.unwrap_or_else(now_ns)),
+                start_ns: d.start_ns,
+                end_ns: end_ns.unwrap_or_else(now_ns),
                 status,
+                span_type: std::mem::take(&mut d.span_type),
+                function_json: d.function_json,
+                inputs: d.inputs.take(),
+                outputs: d.outputs.take(),
+                level,
                 attributes: std::mem::take(&mut d.attributes),
                 events: std::mem::take(&mut d.events),
                 links: std::mem::take(&mut d.links),
@@ -85,6 +97,86 @@ impl SpanNode {
         let mut d = self.data.lock();
         if !d.ended {
             f(&mut d);
+        }
+    }
+}
+
+impl SpanData {
+    /// Sets an attribute, keeping the reserved ones in their fields.
+    fn set(&mut self, key: Cow<'static, str>, json: Cow<'static, str>) {
+        match key.as_ref() {
+            keys::INPUTS => self.inputs = Some(json),
+            keys::OUTPUTS => self.outputs = Some(json),
+            keys::SPAN_TYPE => {
+                self.span_type =
+                    SpanType::from(tracelake_model::decode_attribute(&json).as_str().unwrap_or(&json));
+            }
+            keys::LOG_LEVEL => {
+                self.log_level = match json.as_ref() {
+                    "10" => Some(LogLevel::Debug),
+                    "20" => Some(LogLevel::Info),
+                    "30" => Some(LogLevel::Warning),
+                    "40" => Some(LogLevel::Error),
+                    "50" => Some(LogLevel::Critical),
+                    _ => self.log_level,
+                }
+            }
+            _ => self.attributes.insert_raw(key, json),
+        }
+    }
+}
+
+/// A span as it leaves the application thread: the export worker turns it into a
+/// [`Span`] with MLflow's attributes (see [`RawSpan::into_span`]).
+pub(crate) struct RawSpan {
+    pub(crate) span_id: SpanId,
+    pub(crate) parent_id: Option<SpanId>,
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) status: SpanStatus,
+    span_type: SpanType,
+    function_json: Option<&'static str>,
+    inputs: Option<Cow<'static, str>>,
+    outputs: Option<Cow<'static, str>>,
+    level: LogLevel,
+    attributes: Attributes,
+    events: Vec<SpanEvent>,
+    links: Vec<Link>,
+}
+
+impl RawSpan {
+    /// The MLflow span, attributes in the order the MLflow client writes them.
+    pub(crate) fn into_span(self, trace_id: TraceId, request_id_json: &str) -> Span {
+        let mut attributes = Attributes::with_capacity(6 + self.attributes.len());
+        attributes.insert_raw(keys::REQUEST_ID, request_id_json.to_owned());
+        attributes.insert_raw(keys::SPAN_TYPE, self.span_type.to_json());
+        for (k, v) in self.attributes {
+            attributes.insert_raw(k, v);
+        }
+        if let Some(function) = self.function_json {
+            attributes.insert_raw(keys::FUNCTION_NAME, function);
+        }
+        if let Some(inputs) = self.inputs {
+            attributes.insert_raw(keys::INPUTS, inputs);
+        }
+        if let Some(outputs) = self.outputs {
+            attributes.insert_raw(keys::OUTPUTS, outputs);
+        }
+        attributes.insert_raw(keys::LOG_LEVEL, self.level.to_json());
+        Span {
+            trace_id,
+            span_id: self.span_id,
+            parent_id: self.parent_id,
+            name: self.name,
+            kind: self.kind,
+            start_time_unix_nano: self.start_ns,
+            end_time_unix_nano: Some(self.end_ns),
+            status: self.status,
+            attributes,
+            events: self.events,
+            links: self.links,
         }
     }
 }
@@ -138,7 +230,7 @@ impl LiveSpan {
     pub fn set_inputs<T: Serialize + ?Sized>(&self, inputs: &T) {
         if let Some(node) = &self.0 {
             let json = encode_attribute(inputs);
-            node.update(|d| d.attributes.insert_raw(keys::INPUTS, json));
+            node.update(|d| d.inputs = Some(json.into()));
         }
     }
 
@@ -146,7 +238,7 @@ impl LiveSpan {
     pub fn set_outputs<T: Serialize + ?Sized>(&self, outputs: &T) {
         if let Some(node) = &self.0 {
             let json = encode_attribute(outputs);
-            node.update(|d| d.attributes.insert_raw(keys::OUTPUTS, json));
+            node.update(|d| d.outputs = Some(json.into()));
         }
     }
 
@@ -154,14 +246,18 @@ impl LiveSpan {
     pub fn set_attribute<T: Serialize + ?Sized>(&self, key: impl Into<Cow<'static, str>>, value: &T) {
         if let Some(node) = &self.0 {
             let json = encode_attribute(value);
-            node.update(|d| d.attributes.insert_raw(key, json));
+            node.update(|d| d.set(key.into(), json.into()));
         }
     }
 
     /// Sets an attribute whose value is already JSON-encoded.
-    pub(crate) fn set_attribute_json(&self, key: impl Into<Cow<'static, str>>, json: String) {
+    pub(crate) fn set_attribute_json(
+        &self,
+        key: impl Into<Cow<'static, str>>,
+        json: impl Into<Cow<'static, str>>,
+    ) {
         if let Some(node) = &self.0 {
-            node.update(|d| d.attributes.insert_raw(key, json));
+            node.update(|d| d.set(key.into(), json.into()));
         }
     }
 
@@ -187,11 +283,7 @@ impl LiveSpan {
     pub fn set_span_type(&self, span_type: impl Into<SpanType>) {
         if let Some(node) = &self.0 {
             let span_type = span_type.into();
-            let json = encode_attribute(span_type.as_str());
-            node.update(|d| {
-                d.attributes.insert_raw(keys::SPAN_TYPE, json);
-                d.span_type = span_type;
-            });
+            node.update(|d| d.span_type = span_type);
         }
     }
 
@@ -346,7 +438,9 @@ pub struct SpanBuilder {
     pub(crate) name: Cow<'static, str>,
     pub(crate) span_type: SpanType,
     pub(crate) kind: SpanKind,
-    pub(crate) attributes: Vec<(Cow<'static, str>, String)>,
+    /// `mlflow.spanFunctionName`, JSON-encoded (set by `#[trace]`).
+    pub(crate) function_json: Option<&'static str>,
+    pub(crate) attributes: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub(crate) inputs: Option<String>,
     pub(crate) start_time_ns: Option<u64>,
     pub(crate) sampling_ratio: Option<f64>,
@@ -359,6 +453,7 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         name: name.into(),
         span_type: SpanType::Unknown,
         kind: SpanKind::Internal,
+        function_json: None,
         attributes: Vec::new(),
         inputs: None,
         start_time_ns: None,
@@ -400,7 +495,7 @@ impl SpanBuilder {
     }
 
     pub fn attribute<T: Serialize + ?Sized>(mut self, key: impl Into<Cow<'static, str>>, value: &T) -> Self {
-        self.attributes.push((key.into(), encode_attribute(value)));
+        self.attributes.push((key.into(), encode_attribute(value).into()));
         self
     }
 
@@ -483,33 +578,26 @@ pub(crate) fn start_node(parent: &Current, b: SpanBuilder) -> Started {
 /// Creates a span in `trace` and registers it as open there.
 pub(crate) fn new_node(trace: Arc<ActiveTrace>, parent_id: Option<SpanId>, b: SpanBuilder) -> Arc<SpanNode> {
     let span_id = if parent_id.is_none() { trace.root_span_id } else { SpanId::random() };
-    let mut attributes = Attributes::with_capacity(6 + b.attributes.len());
-    attributes.insert_raw(keys::REQUEST_ID, trace.request_id_json.clone());
-    attributes.insert_raw(keys::SPAN_TYPE, encode_attribute(b.span_type.as_str()));
+    let mut data = SpanData {
+        name: b.name,
+        kind: b.kind,
+        span_type: b.span_type,
+        start_ns: b.start_time_ns.unwrap_or_else(now_ns),
+        function_json: b.function_json,
+        inputs: b.inputs.map(Cow::Owned),
+        outputs: None,
+        attributes: Attributes::new(),
+        events: Vec::new(),
+        links: b.links,
+        status: SpanStatus::default(),
+        log_level: None,
+        has_exception: false,
+        ended: false,
+    };
     for (k, v) in b.attributes {
-        attributes.insert_raw(k, v);
+        data.set(k, v);
     }
-    if let Some(inputs) = b.inputs {
-        attributes.insert_raw(keys::INPUTS, inputs);
-    }
-    let node = Arc::new(SpanNode {
-        trace,
-        span_id,
-        parent_id,
-        data: Mutex::new(SpanData {
-            name: b.name.into_owned(),
-            kind: b.kind,
-            span_type: b.span_type,
-            start_ns: b.start_time_ns.unwrap_or_else(now_ns),
-            attributes,
-            events: Vec::new(),
-            links: b.links,
-            status: SpanStatus::default(),
-            log_level: None,
-            has_exception: false,
-            ended: false,
-        }),
-    });
-    node.trace.open_span(&node);
-    node
+    let data = Mutex::new(data);
+    let owner = trace.clone();
+    owner.open_span(move |slot| Arc::new(SpanNode { trace, span_id, parent_id, slot, data }))
 }

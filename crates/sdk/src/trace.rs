@@ -1,7 +1,8 @@
 //! Traces in progress, their completion, and the buffer of recently finished traces.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -13,19 +14,17 @@ use tracelake_model::{
 
 use crate::config;
 use crate::provider::{self, ProviderInner};
-use crate::span::SpanNode;
+use crate::span::{RawSpan, SpanNode};
 
 /// Shared state of one trace while its spans are recorded.
 pub(crate) struct ActiveTrace {
     pub(crate) otel_id: TraceId,
     /// `tr-<32 hex>`.
     pub(crate) mlflow_id: String,
-    /// `mlflow_id` JSON-encoded, as every span carries it under `mlflow.traceRequestId`.
-    pub(crate) request_id_json: String,
     pub(crate) root_span_id: SpanId,
     /// Fixed when the root starts: where the trace goes.
     pub(crate) provider: Arc<ProviderInner>,
-    pub(crate) location: TraceLocation,
+    pub(crate) location: Arc<TraceLocation>,
     inner: Mutex<TraceInner>,
 }
 
@@ -33,7 +32,7 @@ pub(crate) struct ActiveTrace {
 struct TraceInner {
     /// Spans started and not yet ended (few at a time: the depth of the call stack).
     open: Vec<Arc<SpanNode>>,
-    finished: Vec<Span>,
+    finished: SpanChunks,
     root_ended: bool,
     completed: bool,
     updates: TraceUpdates,
@@ -62,7 +61,6 @@ impl ActiveTrace {
         let mlflow_id = otel_id.to_mlflow_v3();
         let trace = Arc::new(ActiveTrace {
             otel_id,
-            request_id_json: encode_attribute(&mlflow_id),
             mlflow_id,
             root_span_id: SpanId::random(),
             location: provider.location.clone(),
@@ -73,8 +71,13 @@ impl ActiveTrace {
         Some(trace)
     }
 
-    pub(crate) fn open_span(&self, node: &Arc<SpanNode>) {
-        self.inner.lock().open.push(node.clone());
+    /// Registers a span as open, giving it the next slot in start order: `make` builds the
+    /// node for that slot.
+    pub(crate) fn open_span(&self, make: impl FnOnce(usize) -> Arc<SpanNode>) -> Arc<SpanNode> {
+        let mut inner = self.inner.lock();
+        let node = make(inner.finished.reserve());
+        inner.open.push(node.clone());
+        node
     }
 
     /// The open span `span_id`, if any.
@@ -89,7 +92,7 @@ impl ActiveTrace {
 
     /// Takes a finished span; completes the trace when its root and every other span have
     /// ended (a root may end before spans running on other threads do).
-    pub(crate) fn finish_span(self: &Arc<Self>, node: &Arc<SpanNode>, span: Span) {
+    pub(crate) fn finish_span(self: &Arc<Self>, node: &Arc<SpanNode>, span: RawSpan) {
         let is_root = span.parent_id.is_none();
         let completed = {
             let mut inner = self.inner.lock();
@@ -101,7 +104,7 @@ impl ActiveTrace {
                 self.provider.pipeline.count_late_span();
                 return;
             }
-            inner.finished.push(span);
+            inner.finished.fill(node.slot, span);
             inner.root_ended |= is_root;
             if inner.root_ended && inner.open.is_empty() {
                 inner.completed = true;
@@ -111,13 +114,11 @@ impl ActiveTrace {
             }
         };
         if is_root {
-            last_active::set(&self.mlflow_id);
+            last_active::set(self.otel_id);
         }
         if let Some((spans, updates)) = completed {
             registry::remove(self.otel_id);
-            let finished = Arc::new(FinishedTrace::new(self, spans, updates));
-            recent::insert(finished.clone());
-            self.provider.pipeline.submit(finished);
+            self.provider.pipeline.submit(FinishedTrace::new(self, spans, updates));
         }
     }
 
@@ -215,52 +216,107 @@ impl std::fmt::Debug for TraceHandle {
     }
 }
 
-/// A trace whose spans have all ended. Its [`Trace`] (with computed previews, token usage and
-/// metadata) is built once, by whoever needs it first: usually the export worker, so the
-/// application thread that ended the root pays only for handing it over.
+/// Spans of a trace in progress, in start order: a span takes the next slot when it starts and
+/// fills it when it ends, so the trace comes out ordered without sorting. Slots live in chunks,
+/// so a trace of many spans never makes the application thread copy (or map fresh pages for)
+/// one big, growing array.
+#[derive(Default)]
+pub(crate) struct SpanChunks {
+    first: Vec<Option<RawSpan>>,
+    rest: Vec<Vec<Option<RawSpan>>>,
+    filled: usize,
+}
+
+impl SpanChunks {
+    const FIRST: usize = 8;
+    const CHUNK: usize = 64;
+
+    fn reserve(&mut self) -> usize {
+        if self.first.capacity() == 0 {
+            self.first.reserve_exact(Self::FIRST);
+        }
+        if self.first.len() < Self::FIRST {
+            self.first.push(None);
+            return self.first.len() - 1;
+        }
+        match self.rest.last_mut() {
+            Some(chunk) if chunk.len() < Self::CHUNK => chunk.push(None),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::CHUNK);
+                chunk.push(None);
+                self.rest.push(chunk);
+            }
+        }
+        Self::FIRST + (self.rest.len() - 1) * Self::CHUNK + self.rest.last().map_or(0, Vec::len) - 1
+    }
+
+    fn fill(&mut self, slot: usize, span: RawSpan) {
+        let place = if slot < Self::FIRST {
+            self.first.get_mut(slot)
+        } else {
+            let i = slot - Self::FIRST;
+            self.rest.get_mut(i / Self::CHUNK).and_then(|c| c.get_mut(i % Self::CHUNK))
+        };
+        if let Some(place) = place {
+            self.filled += usize::from(place.is_none());
+            *place = Some(span);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.filled
+    }
+
+    fn into_vec(self) -> Vec<RawSpan> {
+        let mut all = Vec::with_capacity(self.filled);
+        all.extend(self.first.into_iter().flatten());
+        self.rest.into_iter().for_each(|chunk| all.extend(chunk.into_iter().flatten()));
+        all
+    }
+}
+
+/// A trace whose spans have all ended, on its way to the export worker, which turns it into a
+/// [`Trace`] (previews, token usage, metadata): the application thread that ended the root
+/// pays only for handing it over.
 pub(crate) struct FinishedTrace {
-    pub(crate) otel_id: TraceId,
     pub(crate) span_count: usize,
-    raw: Mutex<Option<RawTrace>>,
-    built: OnceLock<Arc<Trace>>,
+    raw: RawTrace,
 }
 
 struct RawTrace {
-    mlflow_id: String,
+    trace_id: TraceId,
     root_span_id: SpanId,
-    location: TraceLocation,
-    spans: Vec<Span>,
+    location: Arc<TraceLocation>,
+    spans: SpanChunks,
     updates: TraceUpdates,
 }
 
 impl FinishedTrace {
-    fn new(state: &ActiveTrace, spans: Vec<Span>, updates: TraceUpdates) -> Self {
+    fn new(state: &ActiveTrace, spans: SpanChunks, updates: TraceUpdates) -> Self {
         FinishedTrace {
-            otel_id: state.otel_id,
             span_count: spans.len(),
-            raw: Mutex::new(Some(RawTrace {
-                mlflow_id: state.mlflow_id.clone(),
+            raw: RawTrace {
+                trace_id: state.otel_id,
                 root_span_id: state.root_span_id,
                 location: state.location.clone(),
                 spans,
                 updates,
-            })),
-            built: OnceLock::new(),
+            },
         }
     }
 
-    pub(crate) fn trace(&self) -> &Arc<Trace> {
-        self.built.get_or_init(|| {
-            let raw = self.raw.lock().take().expect("a finished trace is built exactly once");
-            Arc::new(raw.build())
-        })
+    pub(crate) fn build(self) -> Trace {
+        self.raw.build()
     }
 }
 
 impl RawTrace {
     fn build(self) -> Trace {
-        let RawTrace { mlflow_id, root_span_id, location, mut spans, updates } = self;
-        spans.sort_by_key(|s| s.start_time_unix_nano);
+        let RawTrace { trace_id, root_span_id, location, spans, updates } = self;
+        let mlflow_id = trace_id.to_mlflow_v3();
+        let request_id_json = encode_attribute(&mlflow_id);
+        let spans: Vec<Span> =
+            spans.into_vec().into_iter().map(|s| s.into_span(trace_id, &request_id_json)).collect();
         let root = spans.iter().find(|s| s.span_id == root_span_id);
         let (start_ns, end_ns) =
             root.map_or((0, 0), |r| (r.start_time_unix_nano, r.end_time_unix_nano.unwrap_or(0)));
@@ -289,7 +345,7 @@ impl RawTrace {
 
         let mut tags = BTreeMap::new();
         if let Some(root) = root {
-            tags.insert(tag_keys::TRACE_NAME.to_owned(), root.name.clone());
+            tags.insert(tag_keys::TRACE_NAME.to_owned(), root.name.to_string());
         }
         tags.extend(updates.tags);
 
@@ -303,7 +359,7 @@ impl RawTrace {
         let info = TraceInfo {
             trace_id: mlflow_id,
             client_request_id: updates.client_request_id,
-            trace_location: location,
+            trace_location: TraceLocation::clone(&location),
             request_time_ms: (start_ns / 1_000_000) as i64,
             execution_duration_ms: Some((end_ns.saturating_sub(start_ns) / 1_000_000) as i64),
             state: updates.state.unwrap_or(if root_error { State::Error } else { State::Ok }),
@@ -335,20 +391,43 @@ fn environment_metadata() -> &'static BTreeMap<String, String> {
     })
 }
 
+/// Hashes trace ids by their low bits: the ids are random, so that is a perfect hash, and
+/// far cheaper than SipHash on the hot path.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= n as u64;
+    }
+}
+
+type IdMap<V> = HashMap<TraceId, V, BuildHasherDefault<IdHasher>>;
+
 /// Traces in progress by id, for the client API (which names traces by id).
 pub(crate) mod registry {
     use super::*;
 
     const SHARDS: usize = 16;
-    type Shard = Mutex<HashMap<TraceId, Arc<ActiveTrace>>>;
+    type Shard = Mutex<IdMap<Arc<ActiveTrace>>>;
 
     fn shards() -> &'static [Shard; SHARDS] {
         static SHARDS_: OnceLock<[Shard; SHARDS]> = OnceLock::new();
-        SHARDS_.get_or_init(|| std::array::from_fn(|_| Mutex::new(HashMap::new())))
+        SHARDS_.get_or_init(|| std::array::from_fn(|_| Mutex::new(IdMap::default())))
     }
 
     fn shard(id: TraceId) -> &'static Shard {
-        &shards()[(id.to_u128() as usize) % SHARDS]
+        &shards()[((id.to_u128() >> 64) as usize) % SHARDS]
     }
 
     pub(crate) fn insert(trace: &Arc<ActiveTrace>) {
@@ -365,65 +444,93 @@ pub(crate) mod registry {
 }
 
 /// The most recently finished traces, for [`get_trace`].
-mod recent {
+pub(crate) mod recent {
     use super::*;
 
+    /// Bound on the spans the local buffer holds, whatever the number of traces.
+    pub(crate) const MAX_BUFFERED_SPANS: usize = 32_768;
+
     struct Recent {
-        by_id: HashMap<TraceId, Arc<FinishedTrace>>,
+        by_id: IdMap<Arc<Trace>>,
         order: VecDeque<TraceId>,
+        spans: usize,
     }
 
     fn recent() -> &'static Mutex<Recent> {
         static RECENT: OnceLock<Mutex<Recent>> = OnceLock::new();
-        RECENT.get_or_init(|| Mutex::new(Recent { by_id: HashMap::new(), order: VecDeque::new() }))
+        RECENT
+            .get_or_init(|| Mutex::new(Recent { by_id: IdMap::default(), order: VecDeque::new(), spans: 0 }))
     }
 
-    pub(super) fn insert(trace: Arc<FinishedTrace>) {
+    /// Keeps the latest traces, at most `MLFLOW_TRACE_BUFFER_MAX_SIZE` of them and at most
+    /// [`MAX_BUFFERED_SPANS`] spans in all, so a run of huge traces cannot hold on to memory.
+    /// Called by the export worker, so evicted traces are freed there.
+    pub(crate) fn insert(traces: &[Arc<Trace>]) {
         let capacity = config::trace_buffer_size();
         if capacity == 0 {
             return;
         }
+        let mut evicted = Vec::new();
         let mut r = recent().lock();
-        while r.order.len() >= capacity {
-            if let Some(old) = r.order.pop_front() {
-                r.by_id.remove(&old);
+        for trace in traces {
+            let Ok(id) = TraceId::from_mlflow(&trace.info.trace_id) else { continue };
+            while !r.order.is_empty()
+                && (r.order.len() >= capacity || r.spans + trace.spans.len() > MAX_BUFFERED_SPANS)
+            {
+                if let Some(old) = r.order.pop_front().and_then(|old| r.by_id.remove(&old)) {
+                    r.spans -= old.spans.len();
+                    evicted.push(old);
+                }
+            }
+            r.order.push_back(id);
+            r.spans += trace.spans.len();
+            if let Some(replaced) = r.by_id.insert(id, trace.clone()) {
+                r.spans -= replaced.spans.len();
             }
         }
-        r.order.push_back(trace.otel_id);
-        r.by_id.insert(trace.otel_id, trace);
+        drop(r);
+        drop(evicted); // outside the lock
     }
 
-    pub(super) fn get(id: TraceId) -> Option<Arc<FinishedTrace>> {
+    pub(super) fn get(id: TraceId) -> Option<Arc<Trace>> {
         recent().lock().by_id.get(&id).cloned()
     }
 }
 
 /// A recently finished trace from the local buffer (the last `MLFLOW_TRACE_BUFFER_MAX_SIZE`
-/// traces, 1000 by default), by MLflow id (`tr-...`) or hex OpenTelemetry id.
+/// traces, 1000 by default, and no more than 32,768 spans in all), by MLflow id (`tr-...`)
+/// or hex OpenTelemetry id.
+///
+/// The buffer is filled as traces are exported; a trace that finished a moment ago and is not
+/// there yet is waited for (a flush of the installed provider). Traces dropped because the
+/// export queue was full are not in it.
 pub fn get_trace(trace_id: &str) -> Option<Arc<Trace>> {
     let id = TraceId::from_mlflow(trace_id).ok()?;
-    recent::get(id).map(|f| f.trace().clone())
+    recent::get(id).or_else(|| {
+        let _ = crate::provider::flush();
+        recent::get(id)
+    })
 }
 
 mod last_active {
     use super::*;
 
     thread_local! {
-        static IN_THREAD: RefCell<Option<String>> = const { RefCell::new(None) };
+        static IN_THREAD: Cell<Option<TraceId>> = const { Cell::new(None) };
     }
-    static GLOBAL: Mutex<Option<String>> = Mutex::new(None);
+    static GLOBAL: Mutex<Option<TraceId>> = Mutex::new(None);
 
-    pub(super) fn set(id: &str) {
-        IN_THREAD.with(|t| *t.borrow_mut() = Some(id.to_owned()));
-        *GLOBAL.lock() = Some(id.to_owned());
+    pub(super) fn set(id: TraceId) {
+        IN_THREAD.with(|t| t.set(Some(id)));
+        *GLOBAL.lock() = Some(id);
     }
 
     pub(super) fn get_global() -> Option<String> {
-        GLOBAL.lock().clone()
+        GLOBAL.lock().map(TraceId::to_mlflow_v3)
     }
 
     pub(super) fn get_in_thread() -> Option<String> {
-        IN_THREAD.with(|t| t.borrow().clone())
+        IN_THREAD.with(|t| t.get().map(TraceId::to_mlflow_v3))
     }
 }
 

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use serde::Serialize;
-use tracelake_model::{SpanType, encode_attribute};
+use tracelake_model::{SpanType, encode_attribute, write_attribute};
 
 use crate::__private::{FnSpan, Inputs, catch_sync};
 use crate::span::SpanBuilder;
@@ -34,7 +34,7 @@ pub struct Traced<F> {
     name: Cow<'static, str>,
     span_type: SpanType,
     arg_names: Vec<Cow<'static, str>>,
-    attributes: Vec<(Cow<'static, str>, String)>,
+    attributes: Vec<(Cow<'static, str>, Cow<'static, str>)>,
 }
 
 impl<F> std::fmt::Debug for Traced<F> {
@@ -56,7 +56,7 @@ impl<F> Traced<F> {
     }
 
     pub fn attribute<T: Serialize + ?Sized>(mut self, key: impl Into<Cow<'static, str>>, value: &T) -> Self {
-        self.attributes.push((key.into(), encode_attribute(value)));
+        self.attributes.push((key.into(), encode_attribute(value).into()));
         self
     }
 
@@ -131,7 +131,8 @@ macro_rules! tuple_impls {
             fn record(&self, names: &[Cow<'static, str>], inputs: &mut Inputs) {
                 $(
                     let name = names.get($idx).map_or_else(|| Cow::Owned(format!("arg{}", $idx)), Clone::clone);
-                    inputs.add(&name, encode_attribute(&self.$idx));
+                    inputs.key(&name);
+                    write_attribute(inputs.value(), &self.$idx);
                 )*
             }
         }
