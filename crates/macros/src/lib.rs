@@ -3,7 +3,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{ToTokens, quote};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -156,7 +156,8 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
         Some(expr) => expr.to_token_stream(),
         None => quote!(::tracelake::SpanType::Unknown),
     };
-    let input_names = recorded.iter().map(|i| LitStr::new(&ident_name(i), i.span()));
+    // Argument names are identifiers: their JSON strings are the names in quotes.
+    let input_names = recorded.iter().map(|i| LitStr::new(&format!("\"{}\"", ident_name(i)), i.span()));
     let attr_keys = options.attributes.iter().map(|(k, _)| k);
     let attr_values = options.attributes.iter().map(|(_, v)| v);
 
@@ -167,7 +168,7 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
             #[allow(unused_mut)]
             let mut __tl_inputs = ::tracelake::__private::Inputs::new();
             #(
-                __tl_inputs.key(#input_names);
+                __tl_inputs.key_json(#input_names);
                 (&&&::tracelake::__private::Probe(&#recorded)).__tl_write(__tl_inputs.value());
             )*
             let __tl_builder = ::tracelake::__private::fn_span(#span_name, #fn_name_json, #span_type)
@@ -179,10 +180,10 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
     // Pin the body's type to the declared return type, so `?` and `return` inside the
     // closure or async block infer exactly as they do in the function itself.
     let pin_return_type = match &sig.output {
-        ReturnType::Type(_, ty) if !contains_impl_trait(ty) => quote_spanned! {ty.span()=>
-            #[allow(unreachable_code, clippy::diverging_sub_expression)]
+        ReturnType::Type(_, ty) if !contains_impl_trait(ty) => quote! {
+            #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
             if false {
-                let __tl_never: #ty = loop {};
+                let __tl_never: #ty = ::core::unreachable!();
                 return __tl_never;
             }
         },

@@ -3,6 +3,8 @@
 //! Run with `cargo bench -p tracelake --bench sdk`. The same work done by the stock MLflow
 //! Python SDK is measured by `benches/python/mlflow_sdk.py`; `benches/README.md` has both.
 
+#![allow(clippy::print_stderr, reason = "the benchmark reports drop counts next to its timings")]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

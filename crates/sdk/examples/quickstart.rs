@@ -5,6 +5,8 @@
 //! Each line of the file is an MLflow trace (`Trace.to_dict()`), readable by
 //! `tracelake_model::Trace::from_json` or by MLflow's `Trace.from_dict`.
 
+#![allow(clippy::print_stdout, reason = "an example reports what it did")]
+
 use std::time::Duration;
 
 use serde_json::json;

@@ -166,6 +166,13 @@ impl Inputs {
         self.0.extend_from_slice(b": ");
     }
 
+    /// Like [`key`](Self::key), for a name already JSON-encoded (`"\"query\""`).
+    pub fn key_json(&mut self, name_json: &str) {
+        self.0.extend_from_slice(if self.0.is_empty() { b"{" } else { b", " });
+        self.0.extend_from_slice(name_json.as_bytes());
+        self.0.extend_from_slice(b": ");
+    }
+
     pub fn value(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }

@@ -125,7 +125,7 @@ async fn tenant_request(tenant: u32) -> u32 {
 
 #[trace]
 async fn tenant_step(tenant: u32, step: u32) -> u32 {
-    if step % 3 == 0 {
+    if step.is_multiple_of(3) {
         tokio::task::yield_now().await;
     }
     tenant + step
