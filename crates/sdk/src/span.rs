@@ -218,7 +218,7 @@ impl LiveSpan {
 
     /// The MLflow id of the span's trace (`tr-<32 hex>`).
     pub fn trace_id(&self) -> Option<&str> {
-        self.0.as_ref().map(|n| n.trace.mlflow_id.as_str())
+        self.0.as_ref().map(|n| n.trace.mlflow_id())
     }
 
     /// The span's trace, for trace-level updates.
@@ -378,7 +378,7 @@ impl fmt::Debug for LiveSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             None => f.write_str("LiveSpan(noop)"),
-            Some(n) => write!(f, "LiveSpan({} in {})", n.span_id, n.trace.mlflow_id),
+            Some(n) => write!(f, "LiveSpan({} in {})", n.span_id, n.trace.mlflow_id()),
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::span::{RawSpan, SpanNode};
 /// Shared state of one trace while its spans are recorded.
 pub(crate) struct ActiveTrace {
     pub(crate) otel_id: TraceId,
-    /// `tr-<32 hex>`.
-    pub(crate) mlflow_id: String,
+    /// `tr-<32 hex>`, formatted on first use.
+    mlflow_id: OnceLock<String>,
     pub(crate) root_span_id: SpanId,
     /// Fixed when the root starts: where the trace goes.
     pub(crate) provider: Arc<ProviderInner>,
@@ -58,10 +58,9 @@ impl ActiveTrace {
         if !config::sampled(otel_id, ratio) {
             return None;
         }
-        let mlflow_id = otel_id.to_mlflow_v3();
         let trace = Arc::new(ActiveTrace {
             otel_id,
-            mlflow_id,
+            mlflow_id: OnceLock::new(),
             root_span_id: SpanId::random(),
             location: provider.location.clone(),
             provider,
@@ -69,6 +68,11 @@ impl ActiveTrace {
         });
         registry::insert(&trace);
         Some(trace)
+    }
+
+    /// The MLflow trace id (`tr-<32 hex>`).
+    pub(crate) fn mlflow_id(&self) -> &str {
+        self.mlflow_id.get_or_init(|| self.otel_id.to_mlflow_v3())
     }
 
     /// Registers a span as open, giving it the next slot in start order: `make` builds the
@@ -149,7 +153,7 @@ impl TraceHandle {
 
     /// The MLflow trace id (`tr-<32 hex>`).
     pub fn trace_id(&self) -> &str {
-        &self.0.mlflow_id
+        self.0.mlflow_id()
     }
 
     pub fn otel_trace_id(&self) -> TraceId {
@@ -212,7 +216,7 @@ impl TraceHandle {
 
 impl std::fmt::Debug for TraceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TraceHandle({})", self.0.mlflow_id)
+        write!(f, "TraceHandle({})", self.0.mlflow_id())
     }
 }
 
@@ -473,7 +477,7 @@ pub(crate) mod recent {
         let mut evicted = Vec::new();
         let mut r = recent().lock();
         for trace in traces {
-            let Ok(id) = TraceId::from_mlflow(&trace.info.trace_id) else { continue };
+            let Some(id) = trace.spans.first().map(|s| s.trace_id) else { continue };
             while !r.order.is_empty()
                 && (r.order.len() >= capacity || r.spans + trace.spans.len() > MAX_BUFFERED_SPANS)
             {

@@ -510,7 +510,11 @@ impl Parser {
                     return Err(error(column, "IN needs at least one value"));
                 }
                 _ => {
-                    return Err(error_hint(column, "expected a quoted string in the list", "('OK', 'ERROR')"));
+                    return Err(error_hint(
+                        column,
+                        "expected a quoted string in the list",
+                        "('OK', 'ERROR')",
+                    ));
                 }
             }
             let column = self.column();
