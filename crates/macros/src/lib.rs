@@ -7,7 +7,7 @@ use quote::{ToTokens, quote};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Token, Type, parenthesized};
+use syn::{AttrStyle, Expr, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Token, Type, parenthesized};
 
 /// Records a span for every call of the function. See `tracelake::trace` for the options.
 #[proc_macro_attribute]
@@ -180,6 +180,8 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
     // Pin the body's type to the declared return type, so `?` and `return` inside the
     // closure or async block infer exactly as they do in the function itself.
     let pin_return_type = match &sig.output {
+        // `!` cannot be named in a `let` on stable Rust; a diverging body needs no pin anyway.
+        ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)) => quote!(),
         ReturnType::Type(_, ty) if !contains_impl_trait(ty) => quote! {
             #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
             if false {
@@ -194,17 +196,23 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
         },
     };
 
-    let record_outcome = quote! {
-        if __tl_span.is_recording() {
-            #[allow(unused_imports)]
-            use ::tracelake::__private::{
-                ErrorNone as _, ErrorViaDebug as _, ErrorViaDisplay as _, ErrorViaType as _,
-                OutputViaDebug as _, OutputViaResult as _, OutputViaResultSerialize as _,
-                OutputViaSerialize as _, OutputViaTypeName as _,
-            };
-            let __tl_outputs = (&&&&&::tracelake::__private::Probe(&__tl_ret)).__tl_output();
-            let __tl_error = (&&&&::tracelake::__private::Probe(&__tl_ret)).__tl_error();
-            __tl_span.finish(__tl_outputs, __tl_error);
+    // A diverging function never produces a value to record (a panic is recorded on its way).
+    let diverges = matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, Type::Never(_)));
+    let record_outcome = if diverges {
+        quote!()
+    } else {
+        quote! {
+            if __tl_span.is_recording() {
+                #[allow(unused_imports)]
+                use ::tracelake::__private::{
+                    ErrorNone as _, ErrorViaDebug as _, ErrorViaDisplay as _, ErrorViaType as _,
+                    OutputViaDebug as _, OutputViaResult as _, OutputViaResultSerialize as _,
+                    OutputViaSerialize as _, OutputViaTypeName as _,
+                };
+                let __tl_outputs = (&&&&&::tracelake::__private::Probe(&__tl_ret)).__tl_output();
+                let __tl_error = (&&&&::tracelake::__private::Probe(&__tl_ret)).__tl_error();
+                __tl_span.finish(__tl_outputs, __tl_error);
+            }
         }
     };
 
@@ -218,6 +226,11 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
             #record_outcome
             __tl_ret
         }
+    } else if diverges {
+        quote! {
+            let __tl_span = ::tracelake::__private::FnSpan::enter(#make_builder);
+            ::tracelake::__private::catch_sync(&__tl_span, move || { #(#stmts)* })
+        }
     } else {
         quote! {
             let __tl_span = ::tracelake::__private::FnSpan::enter(#make_builder);
@@ -227,9 +240,12 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<TokenStream2> {
         }
     };
 
+    // Inner attributes (`#![allow(...)]` in the body) stay inside the body.
+    let (inner, outer): (Vec<_>, Vec<_>) = attrs.iter().partition(|a| matches!(a.style, AttrStyle::Inner(_)));
     Ok(quote! {
-        #(#attrs)*
+        #(#outer)*
         #vis #sig {
+            #(#inner)*
             #body
         }
     })
