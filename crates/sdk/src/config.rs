@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tracelake_model::TraceId;
 
@@ -72,6 +73,21 @@ fn sampling_ratio(raw: Option<&str>) -> f64 {
 pub(crate) fn trace_buffer_size() -> usize {
     static SIZE: OnceLock<usize> = OnceLock::new();
     *SIZE.get_or_init(|| env_parse("MLFLOW_TRACE_BUFFER_MAX_SIZE", |_: &usize| true).unwrap_or(1000))
+}
+
+/// How many traces may be in progress at once before the oldest are ended.
+pub(crate) const MAX_TRACES_IN_PROGRESS: usize = 100_000;
+
+/// How long a trace may stay in progress before its open spans are ended with an error:
+/// `MLFLOW_TRACE_TIMEOUT_SECONDS` when set, else `MLFLOW_TRACE_BUFFER_TTL_SECONDS` (one hour),
+/// MLflow's bound on in-progress traces. Where MLflow evicts silently at that bound, the trace
+/// is exported here, its unfinished spans marked ERROR.
+pub(crate) fn trace_timeout() -> Duration {
+    let positive = |s: &f64| *s > 0.0;
+    let secs = env_parse("MLFLOW_TRACE_TIMEOUT_SECONDS", positive)
+        .or_else(|| env_parse("MLFLOW_TRACE_BUFFER_TTL_SECONDS", positive))
+        .unwrap_or(3600.0);
+    Duration::from_secs_f64(secs)
 }
 
 #[cfg(test)]

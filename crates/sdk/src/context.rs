@@ -48,20 +48,36 @@ impl Current {
     pub(crate) fn is(&self, node: &Arc<SpanNode>) -> bool {
         matches!(self, Current::Span(n) if Arc::ptr_eq(n, node))
     }
+
+    /// The same context (the same span, or both empty, or both suppressed).
+    fn same(&self, other: &Current) -> bool {
+        match (self, other) {
+            (Current::Span(a), Current::Span(b)) => Arc::ptr_eq(a, b),
+            (Current::None, Current::None) | (Current::Suppressed, Current::Suppressed) => true,
+            _ => false,
+        }
+    }
 }
 
 thread_local! {
     static CURRENT: RefCell<Current> = const { RefCell::new(Current::None) };
 }
 
-/// Makes `next` current on this thread and returns what was current.
+/// Makes `next` current on this thread and returns what was current. While the thread's
+/// locals are being destroyed there is no context: nothing is current and nothing is kept.
 pub(crate) fn replace_current(next: Current) -> Current {
-    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), next))
+    CURRENT.try_with(|c| std::mem::replace(&mut *c.borrow_mut(), next)).unwrap_or_default()
 }
 
 /// Runs `f` on what is current on this thread.
 pub(crate) fn with_current<R>(f: impl FnOnce(&Current) -> R) -> R {
-    CURRENT.with(|c| f(&c.borrow()))
+    let mut f = Some(f);
+    let out = CURRENT.try_with(|c| (f.take().expect("called once"))(&c.borrow()));
+    match (out, f) {
+        (Ok(r), _) => r,
+        (Err(_), Some(f)) => f(&Current::None),
+        (Err(_), None) => unreachable!("the closure runs only when the local is alive"),
+    }
 }
 
 /// A captured tracing context: the span that is current at some point, to be made current
@@ -95,7 +111,8 @@ impl Context {
 
     /// Makes this context current on this thread until the guard is dropped.
     pub fn attach(self) -> ContextGuard {
-        ContextGuard { previous: Some(replace_current(self.0)), _not_send: PhantomData }
+        let attached = self.0.clone();
+        ContextGuard { previous: Some(replace_current(self.0)), attached, _not_send: PhantomData }
     }
 
     /// Wraps a closure so that it runs in this context, wherever it is called (typically as
@@ -125,12 +142,17 @@ impl std::fmt::Debug for Context {
 #[must_use = "the context is detached again when the guard is dropped"]
 pub struct ContextGuard {
     previous: Option<Current>,
+    attached: Current,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for ContextGuard {
     fn drop(&mut self) {
-        if let Some(previous) = self.previous.take() {
+        // Only undo our own change: when guards are dropped out of order, the context another
+        // guard installed is left alone.
+        if let Some(previous) = self.previous.take()
+            && with_current(|c| c.same(&self.attached))
+        {
             replace_current(previous);
         }
     }

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::Mutex;
 
+use crate::config;
 use crate::export::{ExportBatch, Exporter};
 use tracelake_model::Trace;
 
@@ -44,9 +45,23 @@ pub enum FlushError {
 enum Control {
     /// Enough traces are waiting for a full batch.
     Wake,
+    /// Export what is queued (without flushing the exporters), then answer.
+    Sync(Sender<()>),
     Flush(Sender<()>),
     Shutdown(Sender<()>),
 }
+
+thread_local! {
+    static ON_EXPORT_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this is an export worker thread (where waiting on the pipeline would deadlock).
+pub(crate) fn on_export_worker() -> bool {
+    ON_EXPORT_WORKER.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+/// How often the worker ends traces that have been in progress for too long.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Counters {
@@ -72,6 +87,8 @@ struct Counters {
 /// a batch's worth is waiting, when its timer fires, or when asked to flush or shut down.
 pub(crate) struct Pipeline {
     traces: Sender<FinishedTrace>,
+    /// A receiving end kept here to count what a shutdown left behind.
+    leftovers: Receiver<FinishedTrace>,
     control: Sender<Control>,
     counters: Arc<Counters>,
     max_queued_spans: usize,
@@ -93,18 +110,21 @@ impl Pipeline {
         max_queued_spans: usize,
         max_batch_traces: usize,
         schedule_delay: Duration,
+        trace_timeout: Duration,
     ) -> Self {
         let (traces, traces_rx) = crossbeam_channel::unbounded();
         let (control, control_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
         let max_batch_traces = max_batch_traces.max(1);
         let worker = Worker {
-            traces: traces_rx,
+            traces: traces_rx.clone(),
             control: control_rx,
             exporters,
             counters: counters.clone(),
             max_batch_traces,
-            schedule_delay,
+            // A zero delay would make the worker spin.
+            schedule_delay: schedule_delay.max(Duration::from_millis(1)),
+            trace_timeout,
         };
         let handle = std::thread::Builder::new()
             .name("tracelake-export".into())
@@ -113,6 +133,7 @@ impl Pipeline {
             .ok();
         Pipeline {
             traces,
+            leftovers: traces_rx,
             control,
             counters,
             max_queued_spans,
@@ -138,6 +159,12 @@ impl Pipeline {
         if self.traces.send(trace).is_err() {
             self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
             return self.drop_trace(spans);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            // Shut down while we were sending: whatever the worker did not take is dropped,
+            // and counted.
+            self.count_leftovers();
+            return;
         }
         let c = &self.counters;
         let pending = c.pending_traces.fetch_add(1, Ordering::AcqRel) + 1;
@@ -200,7 +227,32 @@ impl Pipeline {
         if let Some(handle) = self.worker.lock().take() {
             let _ = handle.join();
         }
+        self.count_leftovers();
         Ok(())
+    }
+
+    /// Exports what is queued now, without flushing the exporters (for [`crate::get_trace`]).
+    pub(crate) fn sync(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(FlushError::ShutDown);
+        }
+        self.round_trip(Control::Sync, timeout)
+    }
+
+    /// Identifies this pipeline (and the traces bound to it) to its worker.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.counters) as usize
+    }
+
+    /// Counts as dropped what is still queued after the worker stopped.
+    fn count_leftovers(&self) {
+        if self.worker.lock().is_some() {
+            return; // the worker is still running and will take it
+        }
+        while let Ok(trace) = self.leftovers.try_recv() {
+            self.counters.queued_spans.fetch_sub(trace.span_count, Ordering::AcqRel);
+            self.drop_trace(trace.span_count);
+        }
     }
 
     fn round_trip(&self, msg: fn(Sender<()>) -> Control, timeout: Duration) -> Result<(), FlushError> {
@@ -217,18 +269,45 @@ struct Worker {
     counters: Arc<Counters>,
     max_batch_traces: usize,
     schedule_delay: Duration,
+    trace_timeout: Duration,
 }
 
 impl Worker {
     fn run(mut self) {
+        ON_EXPORT_WORKER.with(|w| w.set(true));
         let mut batch: Vec<FinishedTrace> = Vec::with_capacity(self.max_batch_traces);
+        let mut last_sweep = Instant::now();
         loop {
-            let msg = self.control.recv_timeout(self.schedule_delay);
-            // Traces sent before the message are visible now: drain them all first, so a
-            // flush covers everything finished before it was asked for.
+            // With a batch's worth still waiting, carry on at once; otherwise sleep until a
+            // producer asks (a full batch), a caller asks (flush), or the timer fires.
+            let msg = if self.traces.len() >= self.max_batch_traces / 2 {
+                self.control.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                self.control.recv_timeout(self.schedule_delay)
+            };
+            // Traces sent before the message are visible now: drain them first, so a flush
+            // covers everything finished before it was asked for.
             self.drain(&mut batch);
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                last_sweep = Instant::now();
+                if crate::trace::registry::sweep(
+                    Arc::as_ptr(&self.counters) as usize,
+                    crate::span::now_ns(),
+                    self.trace_timeout,
+                    config::MAX_TRACES_IN_PROGRESS,
+                ) > 0
+                {
+                    self.drain(&mut batch);
+                }
+            }
             match msg {
                 Ok(Control::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Control::Sync(ack)) => {
+                    let _ = ack.send(());
+                }
                 Ok(Control::Flush(ack)) => {
                     self.each_exporter("flush", |e| e.flush());
                     let _ = ack.send(());
@@ -249,12 +328,14 @@ impl Worker {
         }
     }
 
-    /// Exports every trace queued now, a batch at a time.
+    /// Exports the traces queued now, a batch at a time. Only those: under a steady stream
+    /// the queue never empties, and a flush waiting behind the drain must still be answered.
     fn drain(&mut self, batch: &mut Vec<FinishedTrace>) {
         // Reset before draining: a trace queued during the drain may ask for a new wake.
         self.counters.pending_traces.store(0, Ordering::Release);
         self.counters.wake_sent.store(false, Ordering::Release);
-        while let Ok(trace) = self.traces.try_recv() {
+        for _ in 0..self.traces.len() {
+            let Ok(trace) = self.traces.try_recv() else { break };
             batch.push(trace);
             if batch.len() >= self.max_batch_traces {
                 self.export(batch);

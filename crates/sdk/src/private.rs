@@ -19,7 +19,7 @@ use tracelake_model::{SpanType, encode_attribute, keys, write_attribute};
 
 use crate::config;
 use crate::context::{Current, WithContext, with_current};
-use crate::span::{LiveSpan, SpanBuilder, SpanGuard};
+use crate::span::{LiveSpan, SpanBuilder, SpanGuard, Started, short_type_name, start_node};
 
 pub use crate::span::span as builder;
 
@@ -98,7 +98,7 @@ impl<T: ?Sized> OutputViaTypeName for Probe<'_, T> {
 /// An error a traced function returned.
 #[derive(Debug)]
 pub struct ErrorInfo {
-    kind: &'static str,
+    kind: String,
     message: String,
     stacktrace: Option<String>,
 }
@@ -110,7 +110,7 @@ pub trait ErrorViaDisplay {
 impl<T, E: Display + Debug> ErrorViaDisplay for &&&Probe<'_, Result<T, E>> {
     fn __tl_error(&self) -> Option<ErrorInfo> {
         self.0.as_ref().err().map(|e| ErrorInfo {
-            kind: std::any::type_name::<E>(),
+            kind: short_type_name(std::any::type_name::<E>()),
             message: e.to_string(),
             stacktrace: Some(format!("{e:?}")),
         })
@@ -122,7 +122,7 @@ pub trait ErrorViaDebug {
 impl<T, E: Debug> ErrorViaDebug for &&Probe<'_, Result<T, E>> {
     fn __tl_error(&self) -> Option<ErrorInfo> {
         self.0.as_ref().err().map(|e| ErrorInfo {
-            kind: std::any::type_name::<E>(),
+            kind: short_type_name(std::any::type_name::<E>()),
             message: format!("{e:?}"),
             stacktrace: None,
         })
@@ -134,8 +134,8 @@ pub trait ErrorViaType {
 impl<T, E> ErrorViaType for &Probe<'_, Result<T, E>> {
     fn __tl_error(&self) -> Option<ErrorInfo> {
         self.0.as_ref().err().map(|_| ErrorInfo {
-            kind: std::any::type_name::<E>(),
-            message: std::any::type_name::<E>().to_owned(),
+            kind: short_type_name(std::any::type_name::<E>()),
+            message: short_type_name(std::any::type_name::<E>()),
             stacktrace: None,
         })
     }
@@ -211,12 +211,15 @@ pub struct FnSpan {
     guard: Option<SpanGuard>,
     /// Async functions: the span, made current by [`FnSpan::run_async`] on every poll.
     span: LiveSpan,
+    /// Async functions whose root the sampler dropped: the body runs suppressed, so its
+    /// children do not start traces of their own.
+    unsampled: bool,
     done: bool,
 }
 
 impl FnSpan {
     fn off() -> FnSpan {
-        FnSpan { guard: None, span: LiveSpan::noop(), done: true }
+        FnSpan { guard: None, span: LiveSpan::noop(), unsampled: false, done: true }
     }
 
     /// Whether there is any point in building a span here: tracing is on and the current
@@ -234,7 +237,7 @@ impl FnSpan {
         }
         let guard = make().start();
         let span = guard.span().clone();
-        FnSpan { guard: Some(guard), span, done: false }
+        FnSpan { guard: Some(guard), span, unsampled: false, done: false }
     }
 
     /// Starts the span of an async call without making it current.
@@ -243,18 +246,26 @@ impl FnSpan {
         if !Self::wanted() {
             return Self::off();
         }
-        FnSpan { guard: None, span: make().start_detached(), done: false }
+        let parent = with_current(Current::clone);
+        match start_node(&parent, make()) {
+            Started::Span(node) => {
+                FnSpan { guard: None, span: LiveSpan::from_node(node), unsampled: false, done: false }
+            }
+            Started::Unsampled => FnSpan { guard: None, span: LiveSpan::noop(), unsampled: true, done: true },
+            Started::Noop => Self::off(),
+        }
     }
 
     #[inline]
     pub fn is_recording(&self) -> bool {
-        !self.done && self.span.node().is_some()
+        !self.done && self.span.is_recording()
     }
 
     /// Runs the body of an async call with this span current on every poll.
     pub fn run_async<F: Future>(&self, body: F) -> TracedBody<F> {
         let context = match self.span.node() {
             Some(node) => Current::Span(node.clone()),
+            None if self.unsampled => Current::Suppressed,
             None => with_current(Current::clone),
         };
         TracedBody { inner: WithContext::new(body, context), span: self.span.clone() }
@@ -266,7 +277,7 @@ impl FnSpan {
             self.span.set_attribute_json(keys::OUTPUTS, json);
         }
         if let Some(e) = error {
-            self.span.record_exception(e.kind, &e.message, e.stacktrace.as_deref());
+            self.span.record_exception(&e.kind, &e.message, e.stacktrace.as_deref());
         }
         self.end();
     }
@@ -295,6 +306,7 @@ impl Drop for FnSpan {
     }
 }
 
+/// Records a panic on `span` and ends it: the future or call will not finish normally.
 fn record_panic(span: &LiveSpan, payload: &(dyn Any + Send)) {
     let message = payload
         .downcast_ref::<&str>()
@@ -302,6 +314,7 @@ fn record_panic(span: &LiveSpan, payload: &(dyn Any + Send)) {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic with a non-string payload".to_owned());
     span.record_exception("panic", &message, None);
+    span.end();
 }
 
 /// Runs a sync body, recording a panic on `span` before letting it continue.

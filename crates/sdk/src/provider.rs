@@ -74,6 +74,7 @@ pub struct TracerProviderBuilder {
     location: Option<TraceLocation>,
     flush_timeout: Duration,
     schedule_delay: Duration,
+    trace_timeout: Option<Duration>,
 }
 
 impl Default for TracerProviderBuilder {
@@ -86,6 +87,7 @@ impl Default for TracerProviderBuilder {
             location: None,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             schedule_delay: DEFAULT_SCHEDULE_DELAY,
+            trace_timeout: None,
         }
     }
 }
@@ -136,6 +138,14 @@ impl TracerProviderBuilder {
         self
     }
 
+    /// How long a trace may stay in progress before its open spans are ended with an error
+    /// and it is exported (default: `MLFLOW_TRACE_TIMEOUT_SECONDS`, else
+    /// `MLFLOW_TRACE_BUFFER_TTL_SECONDS`, else one hour).
+    pub fn with_trace_timeout(mut self, timeout: Duration) -> Self {
+        self.trace_timeout = Some(timeout);
+        self
+    }
+
     pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self
@@ -155,6 +165,7 @@ impl TracerProviderBuilder {
                     self.max_queued_spans,
                     self.max_batch_traces,
                     self.schedule_delay,
+                    self.trace_timeout.unwrap_or_else(config::trace_timeout),
                 ),
                 sampling_ratio: self.sampling_ratio.unwrap_or_else(config::sampling_ratio_from_env),
                 location: Arc::new(location),

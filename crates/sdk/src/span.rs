@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -29,6 +30,11 @@ pub(crate) struct SpanNode {
     pub(crate) parent_id: Option<SpanId>,
     /// Where the span goes in its trace (start order).
     pub(crate) slot: usize,
+    /// Where the span sits in its trace's list of open spans (kept by the trace, under its lock).
+    pub(crate) open_index: AtomicUsize,
+    /// Set once the span has ended; readable without the lock, so a stale context (a span
+    /// left current by guards dropped out of order) never parents new spans.
+    ended: AtomicBool,
     data: Mutex<SpanData>,
 }
 
@@ -62,6 +68,7 @@ impl SpanNode {
                 return;
             }
             d.ended = true;
+            self.ended.store(true, Ordering::Release);
             let level = d.log_level.unwrap_or_else(|| d.span_type.default_log_level());
             let level = if d.has_exception { level.max(LogLevel::Error) } else { level };
             let mut status = std::mem::take(&mut d.status);
@@ -90,7 +97,7 @@ impl SpanNode {
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.data.lock().ended
+        self.ended.load(Ordering::Acquire)
     }
 
     fn update(&self, f: impl FnOnce(&mut SpanData)) {
@@ -355,7 +362,11 @@ impl LiveSpan {
                 chain.push_str(&cause.to_string());
                 source = cause.source();
             }
-            self.record_exception(std::any::type_name::<E>(), &error.to_string(), Some(&chain));
+            self.record_exception(
+                &short_type_name(std::any::type_name::<E>()),
+                &error.to_string(),
+                Some(&chain),
+            );
         }
     }
 
@@ -383,8 +394,37 @@ impl fmt::Debug for LiveSpan {
     }
 }
 
+/// A type's name without its module paths, as MLflow records a Python exception's class name:
+/// `std::num::error::ParseIntError` becomes `ParseIntError`, `alloc::boxed::Box<dyn
+/// core::error::Error>` becomes `Box<dyn Error>`.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            segment.clear(); // a module path component: drop it
+        } else if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out
+}
+
 /// A span that is current (on this thread, or in the traced future it lives in) until the
 /// guard is dropped, which ends it. Derefs to [`LiveSpan`] for recording.
+///
+/// In async code, hold a guard across `.await` only inside a traced future (a `#[trace]`
+/// `async fn`, or a future wrapped with [`FutureExt::in_current_context`](crate::FutureExt)):
+/// the wrapper keeps the span current for that future alone. In a bare `tokio::spawn`ed future
+/// the span would stay current on the worker thread while the task is suspended, and spans of
+/// other tasks on that thread would nest under it.
 #[must_use = "the span ends as soon as the guard is dropped"]
 pub struct SpanGuard {
     span: LiveSpan,
@@ -566,8 +606,9 @@ pub(crate) enum Started {
 pub(crate) fn start_node(parent: &Current, b: SpanBuilder) -> Started {
     let (trace, parent_id) = match parent {
         Current::Suppressed => return Started::Noop,
-        Current::Span(p) => (p.trace.clone(), Some(p.span_id)),
-        Current::None => match ActiveTrace::start_root(b.sampling_ratio) {
+        // A span that has ended cannot be a parent: its trace may be complete already.
+        Current::Span(p) if !p.is_ended() => (p.trace.clone(), Some(p.span_id)),
+        Current::Span(_) | Current::None => match ActiveTrace::start_root(b.sampling_ratio) {
             Some(trace) => (trace, None),
             None => return Started::Unsampled,
         },
@@ -599,5 +640,15 @@ pub(crate) fn new_node(trace: Arc<ActiveTrace>, parent_id: Option<SpanId>, b: Sp
     }
     let data = Mutex::new(data);
     let owner = trace.clone();
-    owner.open_span(move |slot| Arc::new(SpanNode { trace, span_id, parent_id, slot, data }))
+    owner.open_span(move |slot| {
+        Arc::new(SpanNode {
+            trace,
+            span_id,
+            parent_id,
+            slot,
+            open_index: AtomicUsize::new(usize::MAX),
+            ended: AtomicBool::new(false),
+            data,
+        })
+    })
 }

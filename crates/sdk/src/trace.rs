@@ -3,7 +3,9 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tracelake_model::summary::{Role, aggregate_token_usage, preview, truncate_chars};
@@ -13,7 +15,7 @@ use tracelake_model::{
 };
 
 use crate::config;
-use crate::provider::{self, ProviderInner};
+use crate::provider::ProviderInner;
 use crate::span::{RawSpan, SpanNode};
 
 /// Shared state of one trace while its spans are recorded.
@@ -25,6 +27,8 @@ pub(crate) struct ActiveTrace {
     /// Fixed when the root starts: where the trace goes.
     pub(crate) provider: Arc<ProviderInner>,
     pub(crate) location: Arc<TraceLocation>,
+    /// When the root started, nanoseconds since the Unix epoch (for the in-progress timeout).
+    started_ns: u64,
     inner: Mutex<TraceInner>,
 }
 
@@ -52,7 +56,7 @@ struct TraceUpdates {
 impl ActiveTrace {
     /// Starts a new trace under the global provider; `None` when the sampler drops it.
     pub(crate) fn start_root(sampling_ratio: Option<f64>) -> Option<Arc<ActiveTrace>> {
-        let provider = provider::global();
+        let provider = crate::provider::global();
         let otel_id = TraceId::random();
         let ratio = sampling_ratio.unwrap_or(provider.sampling_ratio);
         if !config::sampled(otel_id, ratio) {
@@ -64,6 +68,7 @@ impl ActiveTrace {
             root_span_id: SpanId::random(),
             location: provider.location.clone(),
             provider,
+            started_ns: crate::span::now_ns(),
             inner: Mutex::new(TraceInner::default()),
         });
         registry::insert(&trace);
@@ -77,10 +82,15 @@ impl ActiveTrace {
 
     /// Registers a span as open, giving it the next slot in start order: `make` builds the
     /// node for that slot.
+    /// A span started after the trace completed is not registered; it counts as late when
+    /// it ends.
     pub(crate) fn open_span(&self, make: impl FnOnce(usize) -> Arc<SpanNode>) -> Arc<SpanNode> {
         let mut inner = self.inner.lock();
         let node = make(inner.finished.reserve());
-        inner.open.push(node.clone());
+        if !inner.completed {
+            node.open_index.store(inner.open.len(), Ordering::Relaxed);
+            inner.open.push(node.clone());
+        }
         node
     }
 
@@ -100,8 +110,14 @@ impl ActiveTrace {
         let is_root = span.parent_id.is_none();
         let completed = {
             let mut inner = self.inner.lock();
-            if let Some(pos) = inner.open.iter().position(|n| Arc::ptr_eq(n, node)) {
+            // O(1) removal: the node knows its index, and the one moved into its place learns its
+            // new index (both under this lock).
+            let pos = node.open_index.load(Ordering::Relaxed);
+            if inner.open.get(pos).is_some_and(|n| Arc::ptr_eq(n, node)) {
                 inner.open.swap_remove(pos);
+                if let Some(moved) = inner.open.get(pos) {
+                    moved.open_index.store(pos, Ordering::Relaxed);
+                }
             }
             if inner.completed {
                 drop(inner);
@@ -123,6 +139,19 @@ impl ActiveTrace {
         if let Some((spans, updates)) = completed {
             registry::remove(self.otel_id);
             self.provider.pipeline.submit(FinishedTrace::new(self, spans, updates));
+        }
+    }
+
+    /// Ends every open span of the trace with an exception event and status ERROR, children
+    /// first: what happens to a trace that runs past the in-progress timeout.
+    fn force_end(self: &Arc<Self>, kind: &str, message: &str) {
+        let mut open = self.inner.lock().open.clone();
+        open.sort_by_key(|n| n.parent_id.is_none()); // the root last
+        let now = crate::span::now_ns();
+        for node in open {
+            let span = crate::span::LiveSpan::from_node(node.clone());
+            span.record_exception(kind, message, None);
+            node.end(Some(now));
         }
     }
 
@@ -160,8 +189,14 @@ impl TraceHandle {
         self.0.otel_id
     }
 
+    /// Sets a tag. Tags the server owns (`mlflow.user`, `mlflow.artifactLocation`,
+    /// `mlflow.trace.spansLocation`, ...) are refused, as MLflow refuses them.
     pub fn set_tag(&self, key: impl Into<String>, value: impl Into<String>) -> bool {
         let (key, value) = (key.into(), value.into());
+        if tag_keys::IMMUTABLE.contains(&key.as_str()) {
+            tracing::warn!(target: "tracelake", "tag {key:?} is set by the server and cannot be changed; ignored");
+            return false;
+        }
         self.0.update(|u| {
             u.tags.insert(key, value);
         })
@@ -445,6 +480,50 @@ pub(crate) mod registry {
     pub(crate) fn get(id: TraceId) -> Option<Arc<ActiveTrace>> {
         shard(id).lock().get(&id).cloned()
     }
+
+    pub(crate) fn contains(id: TraceId) -> bool {
+        shard(id).lock().contains_key(&id)
+    }
+
+    /// Force-ends traces in progress for longer than `timeout`, and the oldest ones beyond
+    /// `max_active`, so a span nobody ends cannot hold its trace (and memory) forever. They are
+    /// exported with their open spans in ERROR, not dropped.
+    ///
+    /// Only the traces of pipeline `pipeline` are considered: each provider has its own timeout.
+    pub(crate) fn sweep(pipeline: usize, now_ns: u64, timeout: Duration, max_active: usize) -> usize {
+        let deadline = now_ns.saturating_sub(timeout.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let ours = |t: &&Arc<ActiveTrace>| t.provider.pipeline.id() == pipeline;
+        let mut expired = Vec::new();
+        let mut all: Vec<(u64, Arc<ActiveTrace>)> = Vec::new();
+        let mut total = 0;
+        for shard in shards() {
+            let shard = shard.lock();
+            total += shard.values().filter(ours).count();
+            expired.extend(shard.values().filter(ours).filter(|t| t.started_ns < deadline).cloned());
+        }
+        if total > max_active {
+            for shard in shards() {
+                all.extend(shard.lock().values().filter(ours).map(|t| (t.started_ns, t.clone())));
+            }
+            all.sort_by_key(|(started, _)| *started);
+            all.truncate(total - max_active);
+        }
+        let count = expired.len() + all.len();
+        let secs = timeout.as_secs();
+        for trace in expired {
+            trace.force_end(
+                "TimeoutError",
+                &format!("trace did not finish within {secs} s; its open spans were ended"),
+            );
+        }
+        for (_, trace) in all {
+            trace.force_end(
+                "TooManyTracesInProgress",
+                &format!("more than {max_active} traces were in progress; the oldest were ended"),
+            );
+        }
+        count
+    }
 }
 
 /// The most recently finished traces, for [`get_trace`].
@@ -511,10 +590,22 @@ pub(crate) mod recent {
 pub fn get_trace(trace_id: &str) -> Option<Arc<Trace>> {
     let id = TraceId::from_mlflow(trace_id).ok()?;
     recent::get(id).or_else(|| {
-        let _ = crate::provider::flush();
+        // Wait (briefly) only when the trace may be on its way: finished, not in progress,
+        // traces queued, and not on the export worker itself.
+        if registry::contains(id) || crate::pipeline::on_export_worker() {
+            return None;
+        }
+        let provider = crate::provider::global();
+        if provider.pipeline.stats().queued_spans == 0 {
+            return None;
+        }
+        let _ = provider.pipeline.sync(GET_TRACE_WAIT);
         recent::get(id)
     })
 }
+
+/// How long [`get_trace`] waits for queued traces to be exported.
+const GET_TRACE_WAIT: Duration = Duration::from_secs(1);
 
 mod last_active {
     use super::*;
@@ -525,7 +616,7 @@ mod last_active {
     static GLOBAL: Mutex<Option<TraceId>> = Mutex::new(None);
 
     pub(super) fn set(id: TraceId) {
-        IN_THREAD.with(|t| t.set(Some(id)));
+        let _ = IN_THREAD.try_with(|t| t.set(Some(id)));
         *GLOBAL.lock() = Some(id);
     }
 
@@ -534,7 +625,7 @@ mod last_active {
     }
 
     pub(super) fn get_in_thread() -> Option<String> {
-        IN_THREAD.with(|t| t.get().map(TraceId::to_mlflow_v3))
+        IN_THREAD.try_with(|t| t.get().map(TraceId::to_mlflow_v3)).ok().flatten()
     }
 }
 

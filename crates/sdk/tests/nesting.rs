@@ -158,3 +158,39 @@ async fn a_thousand_concurrent_tasks_never_mix_spans() {
     }
     assert_eq!(tenants.len(), 1000);
 }
+
+#[test]
+fn guards_dropped_out_of_order_never_lose_later_spans() {
+    let exporter = capture();
+    let a = tracelake::start_span("a");
+    let b = tracelake::start_span("b");
+    drop(a);
+    drop(b); // leaves "a" current on this thread, ended
+    drop(tracelake::start_span("later"));
+    let traces = exported(&exporter);
+    assert_eq!(traces.len(), 2, "the later span starts its own trace");
+    assert_eq!(tracelake::export_stats().late_spans, 0);
+    assert!(traces.iter().any(|t| t.spans.len() == 1 && t.spans[0].name == "later"));
+}
+
+#[test]
+fn a_guard_dropped_on_another_thread_does_not_swallow_later_spans() {
+    let exporter = capture();
+    let moved = tracelake::start_span("moved");
+    std::thread::spawn(move || drop(moved)).join().unwrap();
+    drop(tracelake::start_span("after-move"));
+    let traces = exported(&exporter);
+    assert_eq!(traces.len(), 2);
+    assert_eq!(tracelake::export_stats().late_spans, 0);
+}
+
+#[test]
+fn context_guards_dropped_out_of_order_leave_the_newer_context() {
+    let _exporter = capture();
+    let root = tracelake::start_span("root");
+    let outer = Context::empty().attach();
+    let inner = Context::with_span(root.span()).attach();
+    drop(outer); // out of order: must not clobber what `inner` attached
+    assert_eq!(tracelake::current_span().unwrap().span_id(), root.span_id());
+    drop(inner);
+}

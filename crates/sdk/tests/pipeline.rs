@@ -141,3 +141,60 @@ fn the_in_memory_exporter_can_keep_memory_bounded() {
     assert_eq!(names, ["t15", "t16", "t17", "t18", "t19"]);
     assert_eq!(memory.received(), (20, 20));
 }
+
+#[test]
+fn a_span_nobody_ends_is_ended_with_an_error_after_the_timeout_and_exported() {
+    let memory = InMemoryExporter::new();
+    let provider = TracerProvider::builder()
+        .with_exporter(memory.clone())
+        .with_trace_timeout(Duration::from_millis(200))
+        .build();
+    tracelake::set_tracer_provider(provider.clone());
+    let forgotten = {
+        let _root = tracelake::start_span("root");
+        tracelake::span("forgotten").start_detached()
+        // root ends here; the trace waits for "forgotten"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while memory.traces().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let traces = memory.traces();
+    assert_eq!(traces.len(), 1, "the sweep exports the trace");
+    let span = traces[0].spans.iter().find(|s| s.name == "forgotten").unwrap();
+    assert_eq!(span.status.code, tracelake::StatusCode::Error);
+    assert_eq!(span.events[0].attributes["exception.type"], "TimeoutError");
+    assert!(!forgotten.is_recording());
+}
+
+/// Takes a millisecond per trace: slower than the producer below.
+struct Slow;
+
+impl Exporter for Slow {
+    fn export(&mut self, batch: ExportBatch<'_>) -> Result<(), ExportError> {
+        std::thread::sleep(Duration::from_millis(batch.traces.len() as u64));
+        Ok(())
+    }
+}
+
+#[test]
+fn flush_returns_under_a_steady_stream_of_traces() {
+    let provider =
+        TracerProvider::builder().with_exporter(Slow).with_flush_timeout(Duration::from_secs(30)).build();
+    tracelake::set_tracer_provider(provider.clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                drop(tracelake::start_span("steady"));
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let flushed = provider.flush();
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    assert_eq!(flushed, Ok(()));
+}

@@ -38,6 +38,21 @@ fn the_current_trace_takes_tags_metadata_ids_previews_session_and_user() {
 }
 
 #[test]
+fn tags_the_server_owns_are_refused() {
+    let exporter = capture();
+    {
+        let _root = tracelake::start_span("root");
+        let t = tracelake::current_trace().unwrap();
+        assert!(!t.set_tag("mlflow.artifactLocation", "/elsewhere"));
+        assert!(!t.set_tag("mlflow.user", "mallory"));
+        assert!(t.set_tag("team", "search"));
+    }
+    let trace = only_trace(&exporter);
+    assert!(!trace.info.tags.contains_key("mlflow.artifactLocation"));
+    assert_eq!(trace.info.tags["team"], "search");
+}
+
+#[test]
 fn updates_after_a_trace_finished_are_refused() {
     let _exporter = capture();
     let handle = {
@@ -128,6 +143,55 @@ fn unsampled_traces_record_no_span_at_all() {
     assert_eq!(exported(&exporter).len(), 1);
 }
 
+#[trace]
+async fn async_child(x: i32) -> i32 {
+    tokio::task::yield_now().await;
+    x + 1
+}
+
+#[trace]
+async fn async_root(x: i32) -> i32 {
+    async_child(x).await + async_child(x).await
+}
+
+#[tokio::test]
+async fn children_of_an_unsampled_async_root_record_nothing() {
+    let exporter = tracelake::export::InMemoryExporter::new();
+    let provider =
+        tracelake::TracerProvider::builder().with_exporter(exporter.clone()).with_sampling_ratio(0.0).build();
+    tracelake::set_tracer_provider(provider);
+    for _ in 0..20 {
+        assert_eq!(async_root(1).await, 4);
+    }
+    assert!(exported(&exporter).is_empty(), "children must not start traces of their own");
+}
+
+#[test]
+fn a_miss_in_the_local_buffer_does_not_wait_on_the_exporters() {
+    struct SlowFlush(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl tracelake::export::Exporter for SlowFlush {
+        fn export(
+            &mut self,
+            _: tracelake::export::ExportBatch<'_>,
+        ) -> Result<(), tracelake::export::ExportError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), tracelake::export::ExportError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let flushes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracelake::set_tracer_provider(
+        tracelake::TracerProvider::builder().with_exporter(SlowFlush(flushes.clone())).build(),
+    );
+    run(1);
+    let id = tracelake::last_active_trace_id().unwrap();
+    assert!(tracelake::get_trace(&id).is_some(), "a trace that just finished is found");
+    assert!(tracelake::get_trace("tr-0000000000000000000000000000abcd").is_none());
+    assert_eq!(flushes.load(std::sync::atomic::Ordering::SeqCst), 0, "get_trace never flushes exporters");
+}
+
 #[test]
 fn wrapped_functions_are_traced_without_editing_them() {
     let exporter = capture();
@@ -176,8 +240,8 @@ fn guards_record_events_errors_links_and_custom_types() {
     assert_eq!(s.attributes.get("k"), Some(json!([1, 2])));
     assert_eq!(s.events[0].name, "retry");
     assert_eq!(s.events[0].attributes["attempt"], 2);
-    assert_eq!(s.events[1].attributes["exception.type"], "std::io::error::Error");
-    assert_eq!(s.status.message, "std::io::error::Error: disk full");
+    assert_eq!(s.events[1].attributes["exception.type"], "Error");
+    assert_eq!(s.status.message, "Error: disk full");
     // an exception raises an explicit lower level to ERROR
     assert_eq!(s.attributes.get("mlflow.spanLogLevel"), Some(json!(40)));
 }

@@ -61,11 +61,11 @@ fn an_err_becomes_an_exception_event_and_error_status() {
     let s = &trace.spans[0];
     assert_eq!(s.span_type(), SpanType::Custom("MY_STEP".into()));
     assert_eq!(s.status.code, StatusCode::Error);
-    assert_eq!(s.status.message, "trace_macro::QuotaError: quota exceeded for ann");
+    assert_eq!(s.status.message, "QuotaError: quota exceeded for ann");
     assert_eq!(s.outputs(), None);
     let event = &s.events[0];
     assert_eq!(event.name, "exception");
-    assert_eq!(event.attributes["exception.type"], "trace_macro::QuotaError");
+    assert_eq!(event.attributes["exception.type"], "QuotaError");
     assert_eq!(event.attributes["exception.message"], "quota exceeded for ann");
     assert_eq!(event.attributes["exception.stacktrace"], "QuotaError(\"ann\")");
     assert_eq!(s.attributes.get("mlflow.spanLogLevel"), Some(json!(40)));
@@ -168,4 +168,72 @@ fn generic_functions_and_impl_trait_returns_work() {
     let traces = common::exported(&exporter);
     assert_eq!(traces[0].spans[0].inputs(), Some(json!({"value": [1, 2], "_other": "<()>"})));
     assert_eq!(traces[1].spans[0].outputs(), Some(json!({"start": 0, "end": 3})));
+}
+
+#[trace]
+fn never_returns(code: i32) -> ! {
+    std::panic::panic_any(code)
+}
+
+#[trace]
+fn with_inner_attribute(x: u32) -> u32 {
+    #![allow(unused_variables)]
+    let unused = 1;
+    x
+}
+
+#[test]
+fn diverging_functions_and_inner_attributes_compile_and_trace() {
+    let exporter = capture();
+    assert_eq!(with_inner_attribute(4), 4);
+    assert!(std::panic::catch_unwind(|| never_returns(3)).is_err());
+    let traces = common::exported(&exporter);
+    assert_eq!(traces[0].spans[0].outputs(), Some(json!(4)));
+    assert_eq!(traces[1].spans[0].status.code, StatusCode::Error);
+    assert_eq!(
+        traces[1].spans[0].events[0].attributes["exception.message"],
+        "panic with a non-string payload"
+    );
+}
+
+#[trace]
+async fn async_explode(n: u32) -> u32 {
+    tokio::task::yield_now().await;
+    if n > 0 {
+        panic!("async boom");
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_panicking_async_call_records_one_exception_and_no_cancellation() {
+    let exporter = capture();
+    let joined = tokio::spawn(async_explode(1)).await;
+    assert!(joined.is_err(), "the panic reaches the task's joiner");
+    let trace = only_trace(&exporter);
+    let names: Vec<_> = trace.spans[0].events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["exception"]);
+    assert_eq!(trace.spans[0].events[0].attributes["exception.message"], "async boom");
+}
+
+#[trace]
+async fn waits_forever(_what: &str) {
+    std::future::pending::<()>().await
+}
+
+#[tokio::test]
+async fn a_dropped_async_call_is_recorded_as_cancelled() {
+    let exporter = capture();
+    {
+        let call = waits_forever("reply");
+        tokio::pin!(call);
+        // poll the call once (its span starts), then drop it unfinished
+        tokio::select! {
+            biased;
+            _ = &mut call => unreachable!("never completes"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    let trace = only_trace(&exporter);
+    assert_eq!(trace.spans[0].events[0].name, "cancelled");
 }
