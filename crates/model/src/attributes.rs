@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -82,13 +83,75 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
+/// An attribute value's text: static, owned, or shared between spans (every span of a trace
+/// carries the same `mlflow.traceRequestId`, which need not be copied per span).
+#[derive(Clone, PartialEq, Eq)]
+pub enum AttrText {
+    Static(&'static str),
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for AttrText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            AttrText::Static(s) => s,
+            AttrText::Owned(s) => s,
+            AttrText::Shared(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Debug for AttrText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<&'static str> for AttrText {
+    fn from(s: &'static str) -> Self {
+        AttrText::Static(s)
+    }
+}
+
+impl From<String> for AttrText {
+    fn from(s: String) -> Self {
+        AttrText::Owned(s)
+    }
+}
+
+impl From<Arc<str>> for AttrText {
+    fn from(s: Arc<str>) -> Self {
+        AttrText::Shared(s)
+    }
+}
+
+impl From<Cow<'static, str>> for AttrText {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => AttrText::Static(s),
+            Cow::Owned(s) => AttrText::Owned(s),
+        }
+    }
+}
+
+impl From<AttrText> for String {
+    fn from(t: AttrText) -> String {
+        match t {
+            AttrText::Owned(s) => s,
+            other => other.to_string(),
+        }
+    }
+}
+
 /// An ordered set of span attributes; each value is a JSON document (see the module docs).
 ///
 /// Keys are unique and keep their first insertion position, as a Python dict does. Spans carry
 /// a handful of attributes, so a vector beats a hash map here. Keys and values may be static
 /// strings, so the reserved keys and common values cost no allocation.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Attributes(Vec<(Cow<'static, str>, Cow<'static, str>)>);
+pub struct Attributes(Vec<(Cow<'static, str>, AttrText)>);
 
 impl Attributes {
     pub const fn new() -> Self {
@@ -108,7 +171,7 @@ impl Attributes {
     }
 
     /// Sets a value that is already JSON-encoded.
-    pub fn insert_raw(&mut self, key: impl Into<Cow<'static, str>>, json: impl Into<Cow<'static, str>>) {
+    pub fn insert_raw(&mut self, key: impl Into<Cow<'static, str>>, json: impl Into<AttrText>) {
         let (key, json) = (key.into(), json.into());
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = json,
@@ -142,7 +205,7 @@ impl Attributes {
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let pos = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(pos).1.into_owned())
+        Some(self.0.remove(pos).1.into())
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -162,7 +225,7 @@ impl std::fmt::Debug for Attributes {
 }
 
 impl IntoIterator for Attributes {
-    type Item = (Cow<'static, str>, Cow<'static, str>);
+    type Item = (Cow<'static, str>, AttrText);
     type IntoIter = std::vec::IntoIter<Self::Item>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()

@@ -41,7 +41,7 @@ pub mod summary;
 mod trace;
 
 pub use attributes::{
-    Attributes, PythonFormatter, from_json as decode_attribute, keys, to_json as encode_attribute,
+    AttrText, Attributes, PythonFormatter, from_json as decode_attribute, keys, to_json as encode_attribute,
     write_json as write_attribute,
 };
 pub use dict::{DictError, format_duration_ms, format_timestamp_ms, parse_duration_ms, parse_timestamp_ms};

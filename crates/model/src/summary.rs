@@ -58,7 +58,8 @@ pub fn preview(json_text: &str, role: Role, max_chars: usize) -> String {
         .and_then(|v| chat_messages(&v).map(|msgs| message_text(last_message(&msgs, role))))
         .filter(|c| !c.is_empty());
     let text = content.as_deref().unwrap_or(json_text);
-    truncate_chars(text, max_chars).replace('\0', "\u{FFFD}")
+    let preview = truncate_chars(text, max_chars);
+    if preview.contains('\0') { preview.replace('\0', "\u{FFFD}") } else { preview }
 }
 
 fn is_message(v: &Value) -> bool {

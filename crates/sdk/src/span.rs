@@ -155,9 +155,9 @@ pub(crate) struct RawSpan {
 
 impl RawSpan {
     /// The MLflow span, attributes in the order the MLflow client writes them.
-    pub(crate) fn into_span(self, trace_id: TraceId, request_id_json: &str) -> Span {
+    pub(crate) fn into_span(self, trace_id: TraceId, request_id_json: &Arc<str>) -> Span {
         let mut attributes = Attributes::with_capacity(6 + self.attributes.len());
-        attributes.insert_raw(keys::REQUEST_ID, request_id_json.to_owned());
+        attributes.insert_raw(keys::REQUEST_ID, request_id_json.clone());
         attributes.insert_raw(keys::SPAN_TYPE, self.span_type.to_json());
         for (k, v) in self.attributes {
             attributes.insert_raw(k, v);

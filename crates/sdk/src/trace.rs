@@ -353,7 +353,8 @@ impl RawTrace {
     fn build(self) -> Trace {
         let RawTrace { trace_id, root_span_id, location, spans, updates } = self;
         let mlflow_id = trace_id.to_mlflow_v3();
-        let request_id_json = encode_attribute(&mlflow_id);
+        // `tr-` and hex digits need no escaping: the JSON string is the id in quotes.
+        let request_id_json: Arc<str> = format!("\"{mlflow_id}\"").into();
         let spans: Vec<Span> =
             spans.into_vec().into_iter().map(|s| s.into_span(trace_id, &request_id_json)).collect();
         let root = spans.iter().find(|s| s.span_id == root_span_id);
