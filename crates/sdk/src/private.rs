@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use serde::Serialize;
-use tracelake_model::{SpanType, encode_attribute, keys, write_attribute};
+use tracelake_model::{SpanType, encode_attribute, write_attribute};
 
 use crate::config;
 use crate::context::{Current, WithContext, with_current};
@@ -210,6 +210,7 @@ pub struct FnSpan {
     /// Sync functions: the guard that keeps the span current during the call.
     guard: Option<SpanGuard>,
     /// Async functions: the span, made current by [`FnSpan::run_async`] on every poll.
+    /// (Sync functions use the guard's.)
     span: LiveSpan,
     /// Async functions whose root the sampler dropped: the body runs suppressed, so its
     /// children do not start traces of their own.
@@ -236,8 +237,7 @@ impl FnSpan {
             return Self::off();
         }
         let guard = make().start();
-        let span = guard.span().clone();
-        FnSpan { guard: Some(guard), span, unsampled: false, done: false }
+        FnSpan { guard: Some(guard), span: LiveSpan::noop(), unsampled: false, done: false }
     }
 
     /// Starts the span of an async call without making it current.
@@ -256,9 +256,14 @@ impl FnSpan {
         }
     }
 
+    /// The call's span.
+    fn live(&self) -> &LiveSpan {
+        self.guard.as_ref().map_or(&self.span, |g| g.span())
+    }
+
     #[inline]
     pub fn is_recording(&self) -> bool {
-        !self.done && self.span.is_recording()
+        !self.done && self.live().is_recording()
     }
 
     /// Runs the body of an async call with this span current on every poll.
@@ -273,24 +278,27 @@ impl FnSpan {
 
     /// Records the outcome of the call and ends the span.
     pub fn finish(mut self, outputs: Option<String>, error: Option<ErrorInfo>) {
-        if let Some(json) = outputs {
-            self.span.set_attribute_json(keys::OUTPUTS, json);
-        }
         if let Some(e) = error {
-            self.span.record_exception(&e.kind, &e.message, e.stacktrace.as_deref());
+            self.live().record_exception(&e.kind, &e.message, e.stacktrace.as_deref());
         }
-        self.end();
+        if !self.done {
+            self.done = true;
+            if let Some(node) = self.live().node() {
+                node.end_with(None, outputs);
+            }
+        }
+        self.guard.take();
     }
 
     /// Records a panic that is unwinding through the call.
     pub fn panicked(&self, payload: &(dyn Any + Send)) {
-        record_panic(&self.span, payload);
+        record_panic(self.live(), payload);
     }
 
     fn end(&mut self) {
         if !self.done {
             self.done = true;
-            self.span.end();
+            self.live().end();
         }
         self.guard.take();
     }
@@ -300,7 +308,7 @@ impl Drop for FnSpan {
     fn drop(&mut self) {
         if self.is_recording() && self.guard.is_none() {
             // An async call whose future was dropped before it completed.
-            self.span.add_event("cancelled", std::iter::empty::<(String, serde_json::Value)>());
+            self.live().add_event("cancelled", std::iter::empty::<(String, serde_json::Value)>());
         }
         self.end();
     }

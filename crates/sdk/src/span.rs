@@ -62,10 +62,18 @@ struct SpanData {
 impl SpanNode {
     /// Turns the recorded data into a finished span and hands it to the trace. Idempotent.
     pub(crate) fn end(self: &Arc<Self>, end_ns: Option<u64>) {
+        self.end_with(end_ns, None);
+    }
+
+    /// Ends the span, recording `outputs` first (one lock for both, on the `#[trace]` path).
+    pub(crate) fn end_with(self: &Arc<Self>, end_ns: Option<u64>, outputs: Option<String>) {
         let span = {
             let mut d = self.data.lock();
             if d.ended {
                 return;
+            }
+            if let Some(outputs) = outputs {
+                d.outputs = Some(Cow::Owned(outputs));
             }
             d.ended = true;
             self.ended.store(true, Ordering::Release);
