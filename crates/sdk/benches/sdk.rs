@@ -73,29 +73,34 @@ fn install(max_queued_spans: usize) -> (TracerProvider, InMemoryExporter) {
     (provider, exporter)
 }
 
+/// Times `iters` calls of `step` made inside open traces. A fresh root every 100 calls keeps
+/// each trace (and memory) small; starting and ending the roots is not timed.
+fn time_in_open_traces(iters: u64, mut step: impl FnMut(u64)) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(100);
+        let root = tracelake::start_span("root");
+        let start = Instant::now();
+        (0..n).for_each(&mut step);
+        total += start.elapsed();
+        drop(root);
+        left -= n;
+    }
+    total
+}
+
 fn caller_cost(c: &mut Criterion) {
     let (provider, _exporter) = install(tracelake::DEFAULT_MAX_QUEUED_SPANS);
     tracelake::enable();
     let mut g = c.benchmark_group("caller");
 
-    // One child span with small inputs and outputs inside an open trace. A fresh root every
-    // 100 children keeps the trace (and memory) small; root start/end is not timed.
+    // One child span with small inputs and outputs inside an open trace.
     g.bench_function("child_span_start_end", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(100);
-                let root = tracelake::start_span("root");
-                let start = Instant::now();
-                for i in 0..n {
-                    black_box(add(black_box(i as i64), 2));
-                }
-                total += start.elapsed();
-                drop(root);
-                left -= n;
-            }
-            total
+            time_in_open_traces(iters, |i| {
+                black_box(add(black_box(i as i64), 2));
+            })
         })
     });
     // A whole trace of one span: root start, end, completion and hand-off to the queue.
@@ -105,22 +110,11 @@ fn caller_cost(c: &mut Criterion) {
     // A guard with explicit inputs and outputs.
     g.bench_function("guard_start_end", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(100);
-                let root = tracelake::start_span("root");
-                let start = Instant::now();
-                for i in 0..n {
-                    let s = tracelake::start_span("step");
-                    s.set_inputs(&i);
-                    s.set_outputs("ok");
-                }
-                total += start.elapsed();
-                drop(root);
-                left -= n;
-            }
-            total
+            time_in_open_traces(iters, |i| {
+                let s = tracelake::start_span("step");
+                s.set_inputs(&i);
+                s.set_outputs("ok");
+            })
         })
     });
 
