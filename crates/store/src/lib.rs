@@ -1,8 +1,13 @@
-//! The store contract of tracelake.
+//! The store contract of tracelake: what every backend (in memory, SQLite, PostgreSQL, the
+//! lake) provides, and the pieces they share.
 //!
-//! For now: MLflow's `search_traces` filter grammar and `order_by` keys, parsed and validated
-//! into types every store backend answers from its own indexes. The `TraceStore` trait, the
-//! in-memory store and the conformance suite every backend passes join them here.
+//! - [`TraceStore`]: the trait, with its guarantees written above it.
+//! - [`parse_filter`] / [`parse_order_by`]: MLflow's `search_traces` grammar, validated into
+//!   [`Filter`] and [`OrderBy`] that each backend answers from its own indexes.
+//! - [`eval`]: the reference semantics of a filter over traces in memory.
+//! - [`derive`]: how a trace's info follows from its spans and from infos written for it.
+//! - [`InMemoryStore`]: the reference backend.
+//! - [`conformance`]: the suite every backend passes (`conformance_suite!`).
 //!
 //! ```
 //! use tracelake_store::{Op, Target, parse_filter};
@@ -18,9 +23,18 @@
 //! );
 //! ```
 
+pub mod conformance;
+pub mod derive;
+pub mod eval;
 mod filter;
+mod memory;
+mod store;
+mod types;
 
 pub use filter::{
     Attribute, Clause, Filter, FilterError, Literal, Op, OrderBy, OrderKey, SpanField, Target, parse_filter,
     parse_order_by,
 };
+pub use memory::{InMemoryStore, MAX_RESULTS_LIMIT, MAX_TRACES_PER_LINK};
+pub use store::{StoreError, StoreResult, TraceStore};
+pub use types::{DeleteTraces, Experiment, LifecycleStage, Page, TraceQuery, ViewType, WriteBatch};

@@ -1,0 +1,448 @@
+//! The behaviour every [`TraceStore`] must show. A backend's tests run the whole suite with
+//!
+//! ```ignore
+//! tracelake_store::conformance_suite!(async { MyStore::open_temporary().await });
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per case, each on a fresh store (the calling crate
+//! needs `tokio` with `macros` and `rt` as a dev-dependency).
+
+use serde_json::json;
+use tracelake_model::{
+    Attributes, Span, SpanId, SpanKind, SpanStatus, TraceId, TraceInfo, TraceLocation, TraceState, keys,
+    metadata_keys,
+};
+
+use crate::filter::{parse_filter, parse_order_by};
+use crate::store::{StoreError, TraceStore};
+use crate::types::{DeleteTraces, LifecycleStage, TraceQuery, ViewType, WriteBatch};
+
+/// Expands to one test per conformance case, each on the store `$make` (an async expression)
+/// produces.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@cases $make;
+            experiments_have_unique_names_and_a_lifecycle,
+            spans_and_info_in_either_order_store_the_same_trace,
+            a_trace_seen_only_through_spans_takes_its_info_from_them,
+            a_batch_is_all_or_nothing,
+            writes_to_a_deleted_experiment_are_refused,
+            search_answers_every_kind_of_filter,
+            search_orders_and_pages_through_everything,
+            delete_by_time_count_and_ids,
+            trace_tags_are_set_and_deleted,
+            traces_linked_to_a_run_are_found_by_run_id,
+            get_traces_puts_the_root_first_and_skips_unknown_ids,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                let store = $make.await;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+const MS: u64 = 1_000_000;
+
+fn trace_id(n: u128) -> TraceId {
+    TraceId::new(n).expect("non-zero")
+}
+
+/// A finished span of trace `t`, starting and ending at the given milliseconds.
+pub fn span(t: TraceId, id: u64, parent: Option<u64>, name: &str, start_ms: u64, end_ms: u64) -> Span {
+    let mut attributes = Attributes::new();
+    attributes.insert(keys::REQUEST_ID, &t.to_mlflow_v3());
+    attributes.insert(keys::SPAN_TYPE, "UNKNOWN");
+    Span {
+        trace_id: t,
+        span_id: SpanId::new(id).expect("non-zero"),
+        parent_id: parent.and_then(SpanId::new),
+        name: name.to_owned().into(),
+        kind: SpanKind::Internal,
+        start_time_unix_nano: start_ms * MS,
+        end_time_unix_nano: Some(end_ms * MS),
+        status: SpanStatus::ok(),
+        attributes,
+        events: vec![],
+        links: vec![],
+    }
+}
+
+fn with(mut s: Span, key: &'static str, value: serde_json::Value) -> Span {
+    s.attributes.insert(key, &value);
+    s
+}
+
+/// The info a client writes at the end of trace `t` (MLflow's StartTraceV3).
+pub fn info(
+    t: TraceId,
+    experiment_id: &str,
+    start_ms: i64,
+    duration_ms: i64,
+    state: TraceState,
+) -> TraceInfo {
+    let mut info = TraceInfo {
+        trace_id: t.to_mlflow_v3(),
+        trace_location: TraceLocation::experiment(experiment_id),
+        request_time_ms: start_ms,
+        execution_duration_ms: Some(duration_ms),
+        state,
+        ..TraceInfo::default()
+    };
+    info.trace_metadata.insert(metadata_keys::SCHEMA_VERSION.into(), "3".into());
+    info
+}
+
+fn spans_batch(experiment_id: &str, spans: Vec<Span>) -> WriteBatch {
+    WriteBatch { infos: vec![], spans: spans.into_iter().map(|s| (experiment_id.to_owned(), s)).collect() }
+}
+
+fn infos_batch(infos: Vec<TraceInfo>) -> WriteBatch {
+    WriteBatch { infos, spans: vec![] }
+}
+
+async fn search(store: &dyn TraceStore, experiment_id: &str, filter: &str) -> Vec<String> {
+    let query = TraceQuery {
+        experiment_ids: vec![experiment_id.to_owned()],
+        filter: parse_filter(filter).unwrap_or_else(|e| panic!("{filter}: {e}")),
+        order_by: parse_order_by(&["timestamp_ms ASC"]).unwrap(),
+        max_results: 1000,
+        page_token: None,
+    };
+    let page = store.search_traces(&query).await.unwrap_or_else(|e| panic!("{filter}: {e}"));
+    page.items.into_iter().map(|i| i.trace_id).collect()
+}
+
+pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStore) {
+    let default = store.get_experiment("0").await.expect("the default experiment exists");
+    assert_eq!(default.lifecycle_stage, LifecycleStage::Active);
+    let id = store.create_experiment("agents", None, &[("team".into(), "search".into())]).await.unwrap();
+    assert_ne!(id, "0");
+    let e = store.get_experiment(&id).await.unwrap();
+    assert_eq!((e.name.as_str(), e.tags["team"].as_str()), ("agents", "search"));
+    assert!(matches!(store.create_experiment("agents", None, &[]).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.create_experiment("  ", None, &[]).await, Err(StoreError::InvalidArgument(_))));
+    assert_eq!(store.get_experiment_by_name("agents").await.unwrap().unwrap().experiment_id, id);
+    assert!(store.get_experiment_by_name("nope").await.unwrap().is_none());
+    assert!(matches!(store.get_experiment("12345").await, Err(StoreError::NotFound(_))));
+
+    store.rename_experiment(&id, "agents-v2").await.unwrap();
+    store.set_experiment_tag(&id, "stage", "beta").await.unwrap();
+    store.delete_experiment(&id).await.unwrap();
+    // a deleted experiment still owns its name
+    assert!(matches!(
+        store.create_experiment("agents-v2", None, &[]).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let deleted = store.list_experiments(ViewType::DeletedOnly, 10, None).await.unwrap();
+    assert_eq!(deleted.items.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["agents-v2"]);
+    assert!(matches!(store.restore_experiment("0").await, Err(StoreError::InvalidState(_))));
+    store.restore_experiment(&id).await.unwrap();
+    let e = store.get_experiment(&id).await.unwrap();
+    assert_eq!(
+        (e.name.as_str(), e.lifecycle_stage, e.tags["stage"].as_str()),
+        ("agents-v2", LifecycleStage::Active, "beta")
+    );
+
+    for i in 0..5 {
+        store.create_experiment(&format!("e{i}"), None, &[]).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_experiments(ViewType::All, 3, token.as_deref()).await.unwrap();
+        names.extend(page.items.into_iter().map(|e| e.name));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 7, "{names:?}");
+}
+
+fn sample_spans(t: TraceId) -> Vec<Span> {
+    let root = with(span(t, 1, None, "agent", 1000, 1100), keys::INPUTS, json!({"q": "hi"}));
+    let root = with(root, keys::OUTPUTS, json!("hello"));
+    let llm = with(
+        span(t, 2, Some(1), "llm", 1010, 1090),
+        keys::CHAT_TOKEN_USAGE,
+        json!({"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}),
+    );
+    vec![root, llm]
+}
+
+pub async fn spans_and_info_in_either_order_store_the_same_trace(store: &dyn TraceStore) {
+    let (a, b) = (trace_id(0xA), trace_id(0xB));
+    let mut info_a = info(a, "0", 1000, 100, TraceState::Ok);
+    info_a.tags.insert("env".into(), "prod".into());
+    let mut info_b = info(b, "0", 1000, 100, TraceState::Ok);
+    info_b.tags.insert("env".into(), "prod".into());
+
+    store.write(spans_batch("0", sample_spans(a))).await.unwrap();
+    store.write(infos_batch(vec![info_a])).await.unwrap();
+    store.write(infos_batch(vec![info_b])).await.unwrap();
+    store.write(spans_batch("0", sample_spans(b))).await.unwrap();
+
+    let traces = store.get_traces(&[a.to_mlflow_v3(), b.to_mlflow_v3()]).await.unwrap();
+    assert_eq!(traces.len(), 2);
+    let (ta, tb) = (&traces[0], &traces[1]);
+    let mut ib = tb.info.clone();
+    ib.trace_id.clone_from(&ta.info.trace_id);
+    ib.tags.insert("mlflow.artifactLocation".into(), ta.info.tags["mlflow.artifactLocation"].clone());
+    assert_eq!(ta.info, ib, "the order of arrival changed the stored info");
+    assert_eq!(ta.spans.len(), tb.spans.len());
+    assert_eq!(ta.info.tags["mlflow.trace.spansLocation"], "TRACKING_STORE");
+    assert_eq!(ta.info.trace_metadata["mlflow.trace.infoFinalized"], "true");
+    assert_eq!(ta.info.request_preview.as_deref(), Some("{\"q\": \"hi\"}"));
+
+    // re-sending a span replaces it rather than duplicating it
+    let renamed = span(a, 2, Some(1), "llm-retry", 1010, 1095);
+    store.write(spans_batch("0", vec![renamed])).await.unwrap();
+    let t = &store.get_traces(&[a.to_mlflow_v3()]).await.unwrap()[0];
+    assert_eq!(t.spans.len(), 2);
+    assert!(t.spans.iter().any(|s| s.name == "llm-retry"));
+}
+
+pub async fn a_trace_seen_only_through_spans_takes_its_info_from_them(store: &dyn TraceStore) {
+    let t = trace_id(0xC);
+    let spans = sample_spans(t);
+    let mut child = spans[1].clone();
+    child.attributes.insert("mlflow.traceTag.channel", "slack");
+    store.write(spans_batch("0", vec![child])).await.unwrap();
+    let info = store.get_trace_info(&t.to_mlflow_v3()).await.unwrap();
+    assert_eq!(info.state, TraceState::InProgress, "no root yet");
+    assert_eq!(info.request_time_ms, 1010);
+
+    let mut root = spans[0].clone();
+    root.status = SpanStatus::error("boom");
+    root.attributes.insert("mlflow.traceTag.channel", "slack");
+    store.write(spans_batch("0", vec![root])).await.unwrap();
+    let info = store.get_trace_info(&t.to_mlflow_v3()).await.unwrap();
+    assert_eq!(info.state, TraceState::Error);
+    assert_eq!((info.request_time_ms, info.execution_duration_ms), (1000, Some(100)));
+    assert_eq!(info.tags["mlflow.traceName"], "agent");
+    assert_eq!(info.tags["channel"], "slack");
+    assert_eq!(info.response_preview.as_deref(), Some("\"hello\""));
+    assert_eq!(
+        info.trace_metadata["mlflow.trace.tokenUsage"],
+        "{\"input_tokens\": 3, \"output_tokens\": 4, \"total_tokens\": 7}"
+    );
+}
+
+pub async fn a_batch_is_all_or_nothing(store: &dyn TraceStore) {
+    let t = trace_id(0xD);
+    let mut batch = spans_batch("0", sample_spans(t));
+    batch.spans.push(("999".into(), span(trace_id(0xE), 1, None, "elsewhere", 1, 2)));
+    assert!(matches!(store.write(batch).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.get_trace_info(&t.to_mlflow_v3()).await, Err(StoreError::NotFound(_))));
+
+    let mut bad = info(t, "0", 1, 1, TraceState::Ok);
+    bad.trace_id = "tr-not-hex".into();
+    let batch = WriteBatch { infos: vec![bad], spans: spans_batch("0", sample_spans(t)).spans };
+    assert!(matches!(store.write(batch).await, Err(StoreError::InvalidArgument(_))));
+    assert!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().is_empty());
+}
+
+pub async fn writes_to_a_deleted_experiment_are_refused(store: &dyn TraceStore) {
+    let id = store.create_experiment("retired", None, &[]).await.unwrap();
+    store.delete_experiment(&id).await.unwrap();
+    let result = store.write(spans_batch(&id, sample_spans(trace_id(0xF)))).await;
+    assert!(matches!(result, Err(StoreError::InvalidState(_))), "{result:?}");
+}
+
+/// Five traces with different shapes, for the search cases.
+async fn search_fixture(store: &dyn TraceStore) -> (String, Vec<String>) {
+    let exp = store.create_experiment("search", None, &[]).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 1..=5u64 {
+        let t = trace_id(0x100 + u128::from(n));
+        let start = n * 1000;
+        let mut root =
+            span(t, 1, None, if n % 2 == 0 { "chat" } else { "retrieve_docs" }, start, start + n * 10);
+        root.attributes.insert(keys::INPUTS, &json!({"question": format!("question {n}")}));
+        if n == 3 {
+            root.status = SpanStatus::error("failed");
+        }
+        let mut child = span(t, 2, Some(1), "tool", start + 1, start + 2);
+        child.attributes.insert(keys::SPAN_TYPE, if n <= 2 { "LLM" } else { "TOOL" });
+        child.attributes.insert("model", &format!("gpt-{n}"));
+        let mut inf = info(
+            t,
+            &exp,
+            start as i64,
+            (n * 10) as i64,
+            if n == 3 { TraceState::Error } else { TraceState::Ok },
+        );
+        if n != 5 {
+            inf.tags.insert("env".into(), if n <= 2 { "prod" } else { "dev" }.into());
+        }
+        inf.trace_metadata.insert("mlflow.trace.session".into(), format!("s-{}", n % 2));
+        if n == 4 {
+            inf.trace_metadata.insert("mlflow.sourceRun".into(), "run-4".into());
+            inf.client_request_id = Some("req-4".into());
+        }
+        store
+            .write(WriteBatch { infos: vec![inf], spans: vec![(exp.clone(), root), (exp.clone(), child)] })
+            .await
+            .unwrap();
+        ids.push(t.to_mlflow_v3());
+    }
+    (exp, ids)
+}
+
+pub async fn search_answers_every_kind_of_filter(store: &dyn TraceStore) {
+    let (exp, ids) = search_fixture(store).await;
+    let pick = |ns: &[usize]| ns.iter().map(|n| ids[n - 1].clone()).collect::<Vec<_>>();
+    let cases: &[(&str, &[usize])] = &[
+        ("", &[1, 2, 3, 4, 5]),
+        ("status = 'ERROR'", &[3]),
+        ("trace.status IN ('OK')", &[1, 2, 4, 5]),
+        ("timestamp_ms > 2000", &[3, 4, 5]),
+        ("timestamp_ms >= 2000 AND timestamp_ms < 4000", &[2, 3]),
+        ("execution_time_ms <= 20", &[1, 2]),
+        ("end_time_ms = 3030", &[3]),
+        ("name = 'chat'", &[2, 4]),
+        ("trace.name LIKE 'retrieve%'", &[1, 3, 5]),
+        ("name ILIKE 'CHAT'", &[2, 4]),
+        ("name RLIKE '^re.*docs$'", &[1, 3, 5]),
+        ("client_request_id = 'req-4'", &[4]),
+        (&format!("request_id = '{}'", ids[1]), &[2]),
+        ("tag.env = 'prod'", &[1, 2]),
+        ("tag.env != 'prod'", &[3, 4]),
+        ("tag.env IS NULL", &[5]),
+        ("tag.env IS NOT NULL AND tag.env LIKE 'd%'", &[3, 4]),
+        ("metadata.`mlflow.trace.session` = 's-0'", &[2, 4]),
+        ("run_id = 'run-4'", &[4]),
+        ("span.type = 'LLM'", &[1, 2]),
+        ("span.type IN ('TOOL') AND span.name = 'tool'", &[3, 4, 5]),
+        ("span.type = 'TOOL' AND span.name = 'chat'", &[]),
+        ("span.status = 'ERROR'", &[3]),
+        ("span.name NOT IN ('tool', 'chat')", &[1, 3, 5]),
+        ("span.attributes.model = 'gpt-2'", &[2]),
+        ("span.attributes.model LIKE 'gpt-%'", &[1, 2, 3, 4, 5]),
+        ("span.content ILIKE '%QUESTION 3%'", &[3]),
+        ("trace.text LIKE '%question 5%'", &[5]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(search(store, &exp, filter).await, pick(expected), "filter: {filter}");
+    }
+    // a search never leaks traces of other experiments
+    let other = store.create_experiment("other", None, &[]).await.unwrap();
+    assert!(search(store, &other, "").await.is_empty());
+}
+
+pub async fn search_orders_and_pages_through_everything(store: &dyn TraceStore) {
+    let (exp, ids) = search_fixture(store).await;
+    let query = |order: &[&str], max, token| TraceQuery {
+        experiment_ids: vec![exp.clone()],
+        filter: parse_filter("").unwrap(),
+        order_by: parse_order_by(order).unwrap(),
+        max_results: max,
+        page_token: token,
+    };
+    // default: newest first
+    let page = store.search_traces(&query(&[], 10, None)).await.unwrap();
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+    assert_eq!(page.items.iter().map(|i| i.trace_id.clone()).collect::<Vec<_>>(), newest_first);
+    // by execution time descending, then two at a time
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.search_traces(&query(&["execution_time_ms DESC"], 2, token)).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|i| i.trace_id));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+    // by tag, missing values first when ascending
+    let by_tag = store.search_traces(&query(&["tag.env", "timestamp_ms"], 10, None)).await.unwrap();
+    let order: Vec<_> = by_tag.items.iter().map(|i| i.tags.get("env").cloned().unwrap_or_default()).collect();
+    assert_eq!(order, ["", "dev", "dev", "prod", "prod"]);
+    assert!(matches!(
+        store.search_traces(&query(&[], 10, Some("not-a-token".into()))).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(store.search_traces(&query(&[], 0, None)).await, Err(StoreError::InvalidArgument(_))));
+}
+
+pub async fn delete_by_time_count_and_ids(store: &dyn TraceStore) {
+    let (exp, ids) = search_fixture(store).await;
+    let deleted = store
+        .delete_traces(&DeleteTraces::OlderThan {
+            experiment_id: exp.clone(),
+            max_timestamp_ms: 3000,
+            max_traces: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the two oldest");
+    assert_eq!(search(store, &exp, "").await, ids[2..].to_vec());
+    let deleted = store
+        .delete_traces(&DeleteTraces::Ids {
+            experiment_id: exp.clone(),
+            trace_ids: vec![ids[4].clone(), "tr-000000000000000000000000000fffff".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(search(store, &exp, "").await, ids[2..4].to_vec());
+    // ids of another experiment are not touched
+    let deleted = store
+        .delete_traces(&DeleteTraces::Ids { experiment_id: "0".into(), trace_ids: vec![ids[2].clone()] })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+}
+
+pub async fn trace_tags_are_set_and_deleted(store: &dyn TraceStore) {
+    let t = trace_id(0x200);
+    store.write(spans_batch("0", sample_spans(t))).await.unwrap();
+    let id = t.to_mlflow_v3();
+    store.set_trace_tag(&id, "reviewed", "yes").await.unwrap();
+    assert_eq!(store.get_trace_info(&id).await.unwrap().tags["reviewed"], "yes");
+    store.delete_trace_tag(&id, "reviewed").await.unwrap();
+    assert!(!store.get_trace_info(&id).await.unwrap().tags.contains_key("reviewed"));
+    assert!(matches!(store.delete_trace_tag(&id, "reviewed").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.set_trace_tag(&id, "mlflow.artifactLocation", "x").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.set_trace_tag("tr-0000000000000000000000000000dead", "k", "v").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn traces_linked_to_a_run_are_found_by_run_id(store: &dyn TraceStore) {
+    let (exp, ids) = search_fixture(store).await;
+    store.link_traces_to_run(&ids[..2], "run-7").await.unwrap();
+    assert_eq!(search(store, &exp, "run_id = 'run-7'").await, ids[..2].to_vec());
+    assert_eq!(
+        search(store, &exp, "attributes.run_id IN ('run-7', 'run-4')").await,
+        [&ids[..2], &ids[3..4]].concat()
+    );
+    let too_many: Vec<String> = (0..101).map(|_| ids[0].clone()).collect();
+    assert!(matches!(store.link_traces_to_run(&too_many, "r").await, Err(StoreError::InvalidArgument(_))));
+}
+
+pub async fn get_traces_puts_the_root_first_and_skips_unknown_ids(store: &dyn TraceStore) {
+    let t = trace_id(0x300);
+    let mut spans = sample_spans(t);
+    spans.reverse(); // child first
+    let late_child = span(t, 3, Some(1), "early", 999, 1001);
+    spans.push(late_child);
+    store.write(spans_batch("0", spans)).await.unwrap();
+    let got =
+        store.get_traces(&["tr-0000000000000000000000000000beef".into(), t.to_mlflow_v3()]).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let names: Vec<_> = got[0].spans.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["agent", "early", "llm"]);
+}

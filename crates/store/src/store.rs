@@ -1,0 +1,117 @@
+//! The `TraceStore` trait: what every backend (in-memory, SQLite, PostgreSQL, lake) provides.
+
+use async_trait::async_trait;
+use tracelake_model::{Trace, TraceInfo};
+
+use crate::filter::FilterError;
+use crate::types::{DeleteTraces, Experiment, Page, TraceQuery, ViewType, WriteBatch};
+
+/// Why a store refused or failed a call. Each kind maps to one MLflow error code, and so to
+/// one HTTP status, in exactly one place in the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// `RESOURCE_DOES_NOT_EXIST` (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// `RESOURCE_ALREADY_EXISTS` (400).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// `INVALID_PARAMETER_VALUE` (400): a bad filter, id, limit or combination of arguments.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// `INVALID_STATE` (400): the call is valid but not now (an experiment that is deleted).
+    #[error("{0}")]
+    InvalidState(String),
+    /// `INTERNAL_ERROR` (500): the backend failed; the message is for logs, not clients.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<FilterError> for StoreError {
+    fn from(e: FilterError) -> Self {
+        StoreError::InvalidArgument(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where traces and experiments are kept.
+///
+/// What every implementation guarantees, checked by [`crate::conformance`]:
+///
+/// - **Durability.** When [`write`](Self::write) returns `Ok`, the whole batch is durable
+///   (committed, fsynced as the backend defines it) and visible to every later read. When it
+///   returns `Err`, none of it was applied: a batch is all or nothing.
+/// - **Order independence.** A trace's spans and its info may arrive in any order and in any
+///   number of batches; the stored trace is the same. Spans upsert by (trace id, span id); an
+///   info overwrites timing, state, previews and client request id, and adds its tags and
+///   metadata to what spans derived. A trace first seen through its spans starts with request
+///   time = earliest span start, duration = latest end minus that, state from the root span
+///   (`IN_PROGRESS` until the root arrives), previews from the root's inputs and outputs, and
+///   tag `mlflow.trace.spansLocation = TRACKING_STORE`.
+/// - **Experiments.** `"0"` ("Default") exists from the start. Traces are written only to
+///   active experiments; names are unique among all experiments, deleted ones included.
+/// - **Search.** Every filter [`crate::parse_filter`] accepts is answered or refused with
+///   [`StoreError::InvalidArgument`], never silently ignored. Results are ordered by the
+///   query's keys, then `timestamp_ms DESC`, then `request_id ASC`; page tokens are opaque and
+///   stable while nothing is written.
+/// - **Concurrency.** Every method may be called concurrently from many tasks.
+#[async_trait]
+pub trait TraceStore: Send + Sync + 'static {
+    // ---- experiments ----
+
+    /// Creates an experiment and returns its id. `artifact_location` defaults to a location
+    /// derived from the id.
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[(String, String)],
+    ) -> StoreResult<String>;
+
+    async fn get_experiment(&self, experiment_id: &str) -> StoreResult<Experiment>;
+
+    /// The experiment named `name`, active or deleted.
+    async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Option<Experiment>>;
+
+    /// Experiments by id, `max_results` per page.
+    async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: usize,
+        page_token: Option<&str>,
+    ) -> StoreResult<Page<Experiment>>;
+
+    async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()>;
+
+    /// Moves an experiment to the trash; its traces stay until it is purged.
+    async fn delete_experiment(&self, experiment_id: &str) -> StoreResult<()>;
+
+    async fn restore_experiment(&self, experiment_id: &str) -> StoreResult<()>;
+
+    async fn set_experiment_tag(&self, experiment_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    // ---- traces ----
+
+    /// Applies a batch atomically (see the trait docs). Returns the infos of the traces the
+    /// batch touched, as stored after it.
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>;
+
+    async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo>;
+
+    /// The traces among `trace_ids` that exist, with their spans (root first, then by start
+    /// time), in the order asked.
+    async fn get_traces(&self, trace_ids: &[String]) -> StoreResult<Vec<Trace>>;
+
+    async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>>;
+
+    /// Deletes traces and returns how many were deleted.
+    async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize>;
+
+    async fn set_trace_tag(&self, trace_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()>;
+
+    /// Associates traces with a run, so `run_id = '...'` finds them.
+    async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()>;
+}

@@ -1,0 +1,101 @@
+//! What goes in and out of a store.
+
+use std::collections::BTreeMap;
+
+use tracelake_model::{Span, TraceInfo};
+
+use crate::filter::{Filter, OrderBy};
+
+/// Whether an experiment is in use or in the trash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LifecycleStage {
+    Active,
+    Deleted,
+}
+
+impl LifecycleStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleStage::Active => "active",
+            LifecycleStage::Deleted => "deleted",
+        }
+    }
+}
+
+/// An MLflow experiment: the unit traces are grouped, searched and deleted by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    /// A decimal integer, as MLflow's SQL stores assign them (`"0"` is the default experiment).
+    pub experiment_id: String,
+    pub name: String,
+    pub artifact_location: String,
+    pub lifecycle_stage: LifecycleStage,
+    pub tags: BTreeMap<String, String>,
+    pub creation_time_ms: i64,
+    pub last_update_time_ms: i64,
+}
+
+/// Which experiments a listing includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewType {
+    #[default]
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+/// Spans and trace infos to write together, in one transaction.
+///
+/// Spans are upserted by (trace id, span id); a trace they name that does not exist yet is
+/// created from them. Infos are upserted by trace id and win over what spans derived. Order
+/// within a batch does not matter: the result is the same whether a trace's info arrives
+/// before, with or after its spans.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// Complete trace infos (MLflow's StartTraceV3), each in the experiment of its location.
+    pub infos: Vec<TraceInfo>,
+    /// Spans, each with the experiment its trace belongs to.
+    pub spans: Vec<(String, Span)>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty() && self.spans.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.infos.len() + self.spans.len()
+    }
+
+    /// Adds everything of `other` to this batch (group commit merges requests this way).
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.infos.extend(other.infos);
+        self.spans.extend(other.spans);
+    }
+}
+
+/// A `search_traces` request.
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    pub experiment_ids: Vec<String>,
+    pub filter: Filter,
+    /// Empty means `timestamp_ms DESC`; ties are always broken by `request_id ASC`.
+    pub order_by: Vec<OrderBy>,
+    pub max_results: usize,
+    pub page_token: Option<String>,
+}
+
+/// One page of results and the token for the next, if there is more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+/// Which traces of an experiment to delete: the oldest ones up to a time (and at most a
+/// number), or the listed ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteTraces {
+    OlderThan { experiment_id: String, max_timestamp_ms: i64, max_traces: Option<usize> },
+    Ids { experiment_id: String, trace_ids: Vec<String> },
+}
