@@ -1,6 +1,6 @@
 //! The behaviour every [`TraceStore`] must show. A backend's tests run the whole suite with
 //!
-//! ```ignore
+//! ```text
 //! tracelake_store::conformance_suite!(async { MyStore::open_temporary().await });
 //! ```
 //!
@@ -325,6 +325,9 @@ pub async fn search_answers_every_kind_of_filter(store: &dyn TraceStore) {
         ("span.name NOT IN ('tool', 'chat')", &[1, 3, 5]),
         ("span.attributes.model = 'gpt-2'", &[2]),
         ("span.attributes.model LIKE 'gpt-%'", &[1, 2, 3, 4, 5]),
+        ("span.attributes.model ILIKE 'GPT-3'", &[3]),
+        ("span.attributes.model RLIKE '[45]$' AND span.name = 'tool'", &[4, 5]),
+        ("tag.env ILIKE 'PR%' AND span.attributes.model != 'gpt-1'", &[2]),
         ("span.content ILIKE '%QUESTION 3%'", &[3]),
         ("trace.text LIKE '%question 5%'", &[5]),
     ];

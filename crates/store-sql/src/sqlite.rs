@@ -1,0 +1,1095 @@
+//! The embedded SQLite store.
+//!
+//! One writer connection applies each [`WriteBatch`] in a single transaction (WAL journal,
+//! `synchronous=FULL`: a batch is on disk when `write` returns); a few reader connections
+//! answer queries concurrently with it. Every call runs on tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, TraceState, keys, tag_keys};
+use tracelake_store::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
+use tracelake_store::eval::{decode_page_token, encode_page_token, like};
+use tracelake_store::{
+    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, MAX_RESULTS_LIMIT,
+    MAX_TRACES_PER_LINK, Op, OrderKey, Page, SpanField, StoreError, StoreResult, Target, TraceQuery,
+    TraceStore, ViewType, WriteBatch,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_initial.sql")];
+
+/// How many connections serve reads.
+const READERS: usize = 2;
+
+type Conn = Arc<Mutex<Connection>>;
+
+/// A [`TraceStore`] in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Conn,
+    readers: Arc<Vec<Conn>>,
+    next_reader: Arc<AtomicUsize>,
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("sqlite: {e}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA case_sensitive_like = ON;",
+    )?;
+    // ILIKE and RLIKE with exactly the semantics of the reference evaluator.
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("tl_ilike", 2, flags, |ctx| {
+        let (pattern, text): (Option<String>, Option<String>) = (ctx.get(0)?, ctx.get(1)?);
+        let (Some(pattern), Some(text)) = (pattern, text) else { return Ok(false) };
+        let re = like(&pattern, true).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        Ok(re.is_match(&text))
+    })?;
+    conn.create_scalar_function("tl_rlike", 2, flags, |ctx| {
+        let (pattern, text): (Option<String>, Option<String>) = (ctx.get(0)?, ctx.get(1)?);
+        let (Some(pattern), Some(text)) = (pattern, text) else { return Ok(false) };
+        let re = regex::Regex::new(&pattern).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+        Ok(re.is_match(&text))
+    })?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        if i == 0 {
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO experiments VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', ?1, ?1)",
+                params![now],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || -> rusqlite::Result<SqliteStore> {
+            let mut writer = connect(&p)?;
+            migrate(&mut writer)?;
+            let readers = (0..READERS)
+                .map(|_| connect(&p).map(|c| Arc::new(Mutex::new(c))))
+                .collect::<Result<_, _>>()?;
+            Ok(SqliteStore {
+                path: p,
+                writer: Arc::new(Mutex::new(writer)),
+                readers: Arc::new(readers),
+                next_reader: Arc::new(AtomicUsize::new(0)),
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| StoreError::Internal(format!("cannot open SQLite store {}: {e}", path.display())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn on<R: Send + 'static>(
+        conn: Conn,
+        f: impl FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        tokio::task::spawn_blocking(move || f(&mut conn.lock())).await.map_err(internal)?
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        Self::on(self.readers[i].clone(), f).await
+    }
+
+    /// Runs `f` in one write transaction, committed only if it succeeds.
+    async fn write_tx<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        Self::on(self.writer.clone(), move |conn| {
+            let tx = conn.transaction().map_err(internal)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(internal)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+// ---- experiments -------------------------------------------------------------------------
+
+fn parse_experiment_id(id: &str) -> StoreResult<i64> {
+    id.parse::<i64>().map_err(|_| {
+        StoreError::InvalidArgument(format!("invalid experiment id {id:?}: expected an integer"))
+    })
+}
+
+fn load_experiment(conn: &Connection, id: i64) -> StoreResult<Option<Experiment>> {
+    let row = conn
+        .query_row(
+            "SELECT name, artifact_location, lifecycle_stage, creation_time, last_update_time
+             FROM experiments WHERE experiment_id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(internal)?;
+    let Some((name, artifact_location, stage, creation_time_ms, last_update_time_ms)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT key, value FROM experiment_tags WHERE experiment_id = ?1")
+        .map_err(internal)?;
+    let tags = stmt
+        .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(internal)?
+        .collect::<Result<BTreeMap<String, String>, _>>()
+        .map_err(internal)?;
+    Ok(Some(Experiment {
+        experiment_id: id.to_string(),
+        name,
+        artifact_location,
+        lifecycle_stage: if stage == "deleted" { LifecycleStage::Deleted } else { LifecycleStage::Active },
+        tags,
+        creation_time_ms,
+        last_update_time_ms,
+    }))
+}
+
+fn require_experiment(conn: &Connection, id: &str) -> StoreResult<Experiment> {
+    load_experiment(conn, parse_experiment_id(id)?)?
+        .ok_or_else(|| StoreError::NotFound(format!("No Experiment with id={id} exists")))
+}
+
+fn require_active(conn: &Connection, id: &str) -> StoreResult<Experiment> {
+    let e = require_experiment(conn, id)?;
+    if e.lifecycle_stage != LifecycleStage::Active {
+        return Err(StoreError::InvalidState(format!(
+            "experiment {id} is deleted: restore it before writing traces to it"
+        )));
+    }
+    Ok(e)
+}
+
+fn validate_name(name: &str) -> StoreResult<()> {
+    if name.trim().is_empty() {
+        return Err(StoreError::InvalidArgument("experiment name must not be empty".into()));
+    }
+    Ok(())
+}
+
+fn check_max_results(n: usize) -> StoreResult<()> {
+    if n == 0 || n > MAX_RESULTS_LIMIT {
+        return Err(StoreError::InvalidArgument(format!(
+            "max_results must be between 1 and {MAX_RESULTS_LIMIT}, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+fn name_taken(conn: &Connection, name: &str, except: Option<i64>) -> StoreResult<bool> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM experiments WHERE name = ?1 AND experiment_id IS NOT ?2)",
+        params![name, except],
+        |r| r.get(0),
+    )
+    .map_err(internal)
+}
+
+// ---- traces: reading and writing -----------------------------------------------------------
+
+fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo, bool)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
+                    request_preview, response_preview, from_spans_only, assessments
+             FROM traces WHERE trace_id = ?1",
+        )
+        .map_err(internal)?
+        .query_row(params![trace_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, bool>(7)?,
+                r.get::<_, String>(8)?,
+            ))
+        })
+        .optional()
+        .map_err(internal)?;
+    let Some((
+        experiment_id,
+        request_time_ms,
+        duration,
+        state,
+        client_request_id,
+        req,
+        resp,
+        from_spans,
+        assessments,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let map = |table: &str| -> StoreResult<BTreeMap<String, String>> {
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_id = ?1"))
+            .map_err(internal)?;
+        stmt.query_map(params![trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(internal)?
+            .collect::<Result<_, _>>()
+            .map_err(internal)
+    };
+    let info = TraceInfo {
+        trace_id: trace_id.to_owned(),
+        client_request_id,
+        trace_location: TraceLocation::experiment(experiment_id.to_string()),
+        request_time_ms,
+        execution_duration_ms: duration,
+        state: TraceState::parse(&state).unwrap_or_default(),
+        request_preview: req,
+        response_preview: resp,
+        trace_metadata: map("trace_metadata")?,
+        tags: map("trace_tags")?,
+        assessments: serde_json::from_str(&assessments).unwrap_or_default(),
+    };
+    Ok(Some((info, from_spans)))
+}
+
+fn save_info(
+    tx: &Transaction<'_>,
+    info: &TraceInfo,
+    experiment_id: i64,
+    from_spans_only: bool,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO traces (trace_id, experiment_id, request_time_ms, execution_duration_ms, state,
+                             client_request_id, request_preview, response_preview, from_spans_only, assessments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (trace_id) DO UPDATE SET
+             request_time_ms = excluded.request_time_ms, execution_duration_ms = excluded.execution_duration_ms,
+             state = excluded.state, client_request_id = excluded.client_request_id,
+             request_preview = excluded.request_preview, response_preview = excluded.response_preview,
+             from_spans_only = excluded.from_spans_only, assessments = excluded.assessments",
+    )
+    .map_err(internal)?
+    .execute(params![
+        info.trace_id,
+        experiment_id,
+        info.request_time_ms,
+        info.execution_duration_ms,
+        info.state.as_str(),
+        info.client_request_id,
+        info.request_preview,
+        info.response_preview,
+        from_spans_only,
+        serde_json::to_string(&info.assessments).map_err(internal)?,
+    ])
+    .map_err(internal)?;
+    for (table, map) in [("trace_tags", &info.tags), ("trace_metadata", &info.trace_metadata)] {
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE trace_id = ?1"))
+            .map_err(internal)?
+            .execute(params![info.trace_id])
+            .map_err(internal)?;
+        let mut insert = tx
+            .prepare_cached(&format!("INSERT INTO {table} (trace_id, key, value) VALUES (?1, ?2, ?3)"))
+            .map_err(internal)?;
+        for (k, v) in map {
+            insert.execute(params![info.trace_id, k, v]).map_err(internal)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT content FROM spans WHERE trace_id = ?1
+             ORDER BY parent_span_id IS NOT NULL, start_time_ns, span_id",
+        )
+        .map_err(internal)?;
+    let contents = stmt
+        .query_map(params![trace_id], |r| r.get::<_, String>(0))
+        .map_err(internal)?
+        .collect::<Result<Vec<_>, _>>();
+    contents
+        .map_err(internal)?
+        .iter()
+        .map(|c| {
+            serde_json::from_str::<Span>(c)
+                .map_err(|e| internal(format!("stored span of {trace_id} is unreadable: {e}")))
+        })
+        .collect()
+}
+
+fn upsert_span(tx: &Transaction<'_>, trace_id: &str, span: &Span) -> StoreResult<()> {
+    let content = serde_json::to_string(span).map_err(internal)?;
+    tx.prepare_cached(
+        "INSERT INTO spans (trace_id, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns,
+                            token_usage, content)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (trace_id, span_id) DO UPDATE SET
+             parent_span_id = excluded.parent_span_id, name = excluded.name, type = excluded.type,
+             status = excluded.status, start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns,
+             token_usage = excluded.token_usage, content = excluded.content",
+    )
+    .map_err(internal)?
+    .execute(params![
+        trace_id,
+        span.span_id.to_u64() as i64,
+        span.parent_id.map(|p| p.to_u64() as i64),
+        span.name.as_ref(),
+        span.span_type().as_str(),
+        span.status.code.as_str(),
+        span.start_time_unix_nano as i64,
+        span.end_time_unix_nano.map(|e| e as i64),
+        span.attributes.get_raw(keys::CHAT_TOKEN_USAGE),
+        content,
+    ])
+    .map_err(internal)?;
+    Ok(())
+}
+
+fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+    // Validate everything before touching anything (the transaction would roll back anyway,
+    // but this gives the clearer error).
+    let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
+    for info in &batch.infos {
+        TraceId::from_mlflow(&info.trace_id)
+            .map_err(|e| StoreError::InvalidArgument(format!("trace info: {e}")))?;
+        let Some(experiment_id) = info.trace_location.experiment_id() else {
+            return Err(StoreError::InvalidArgument(format!(
+                "trace {}: only MLFLOW_EXPERIMENT locations are stored here, got {}",
+                info.trace_id,
+                info.trace_location.type_name()
+            )));
+        };
+        if !experiments.contains_key(experiment_id) {
+            experiments.insert(experiment_id.to_owned(), require_active(tx, experiment_id)?);
+        }
+    }
+    for (experiment_id, _) in &batch.spans {
+        if !experiments.contains_key(experiment_id) {
+            experiments.insert(experiment_id.clone(), require_active(tx, experiment_id)?);
+        }
+    }
+
+    let mut touched: Vec<String> = Vec::new();
+    let mut by_trace: BTreeMap<String, (String, Vec<Span>)> = BTreeMap::new();
+    for (experiment_id, span) in batch.spans {
+        by_trace
+            .entry(span.trace_id.to_mlflow_v3())
+            .or_insert_with(|| (experiment_id, Vec::new()))
+            .1
+            .push(span);
+    }
+    for (trace_id, (experiment_id, spans)) in by_trace {
+        let existing = load_info(tx, &trace_id)?;
+        let exp = existing
+            .as_ref()
+            .and_then(|(i, _)| i.trace_location.experiment_id().map(str::to_owned))
+            .unwrap_or(experiment_id);
+        let exp_id = parse_experiment_id(&exp)?;
+        if existing.is_none() {
+            let placeholder = info_from_spans(&trace_id, &exp, &spans);
+            save_info(tx, &placeholder, exp_id, true)?;
+        }
+        for span in &spans {
+            upsert_span(tx, &trace_id, span)?;
+        }
+        let stored_spans = load_spans(tx, &trace_id)?;
+        let info = match existing {
+            Some((mut info, false)) => {
+                refresh_from_spans(&mut info, &stored_spans, false);
+                save_info(tx, &info, exp_id, false)?;
+                info
+            }
+            Some((previous, true)) => {
+                let mut info = info_from_spans(&trace_id, &exp, &stored_spans);
+                for (k, v) in previous.tags {
+                    info.tags.entry(k).or_insert(v);
+                }
+                save_info(tx, &info, exp_id, true)?;
+                info
+            }
+            None => {
+                let info = info_from_spans(&trace_id, &exp, &stored_spans);
+                save_info(tx, &info, exp_id, true)?;
+                info
+            }
+        };
+        touched.push(info.trace_id);
+    }
+    for incoming in batch.infos {
+        let exp = incoming.trace_location.experiment_id().unwrap_or("0").to_owned();
+        let exp_id = parse_experiment_id(&exp)?;
+        let artifact_root = experiments.get(&exp).map(|e| e.artifact_location.clone()).unwrap_or_default();
+        let mut info = match load_info(tx, &incoming.trace_id)? {
+            Some((info, _)) => info,
+            None => TraceInfo {
+                trace_id: incoming.trace_id.clone(),
+                trace_location: TraceLocation::experiment(&exp),
+                ..TraceInfo::default()
+            },
+        };
+        merge_info(&mut info, &incoming);
+        info.tags.insert(
+            tag_keys::ARTIFACT_LOCATION.into(),
+            format!("{artifact_root}/traces/{}/artifacts", incoming.trace_id),
+        );
+        let stored_spans = load_spans(tx, &incoming.trace_id)?;
+        if !stored_spans.is_empty() {
+            refresh_from_spans(&mut info, &stored_spans, false);
+        }
+        save_info(tx, &info, exp_id, false)?;
+        touched.push(info.trace_id);
+    }
+    touched.dedup();
+    let mut out = Vec::with_capacity(touched.len());
+    for id in touched {
+        if let Some((info, _)) = load_info(tx, &id)? {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+// ---- search: filters to SQL ---------------------------------------------------------------
+
+/// SQL text with its parameters.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    params: Vec<SqlValue>,
+}
+
+impl Sql {
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind_str(&mut self, v: &str) -> &mut Self {
+        self.bind(v.to_owned())
+    }
+
+    /// Binds a value; placeholders are numbered as they are bound, so expressions built
+    /// ahead of time (which bind their own values) can be placed anywhere in the text.
+    fn bind(&mut self, v: impl Into<SqlValue>) -> &mut Self {
+        self.params.push(v.into());
+        let n = self.params.len();
+        self.text.push_str(&format!("?{n}"));
+        self
+    }
+}
+
+fn literal_text(l: &Literal) -> String {
+    match l {
+        Literal::Str(s) => s.clone(),
+        Literal::Int(i) => i.to_string(),
+        Literal::Float(f) => f.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `<expr> <op> <value>` for a text-valued expression.
+fn text_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()> {
+    match (&clause.op, &clause.value) {
+        (Op::Eq, l) => sql.push(expr).push(" = ").bind(literal_text(l)),
+        (Op::NotEq, l) => sql.push(expr).push(" != ").bind(literal_text(l)),
+        (Op::Like, l) => sql.push(expr).push(" LIKE ").bind(literal_text(l)),
+        (Op::ILike, l) => sql.push("tl_ilike(").bind(literal_text(l)).push(", ").push(expr).push(")"),
+        (Op::RLike, l) => sql.push("tl_rlike(").bind(literal_text(l)).push(", ").push(expr).push(")"),
+        (op @ (Op::In | Op::NotIn), Literal::List(items)) => {
+            sql.push(expr).push(if *op == Op::In { " IN (" } else { " NOT IN (" });
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(item.clone());
+            }
+            sql.push(")")
+        }
+        (op, _) => {
+            return Err(StoreError::InvalidArgument(format!("{} cannot compare text here", op.as_str())));
+        }
+    };
+    Ok(())
+}
+
+fn number_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()> {
+    let value = match clause.value {
+        Literal::Int(i) => SqlValue::Integer(i),
+        Literal::Float(f) => SqlValue::Real(f),
+        _ => return Err(StoreError::InvalidArgument("expected a number".into())),
+    };
+    let op = match clause.op {
+        Op::Eq => " = ",
+        Op::NotEq => " != ",
+        Op::Gt => " > ",
+        Op::Ge => " >= ",
+        Op::Lt => " < ",
+        Op::Le => " <= ",
+        op => return Err(StoreError::InvalidArgument(format!("{} cannot compare numbers", op.as_str()))),
+    };
+    sql.push(expr).push(op).bind(value);
+    Ok(())
+}
+
+/// A tag- or metadata-style key/value table condition.
+fn kv_condition(sql: &mut Sql, table: &str, key: &str, clause: &Clause) -> StoreResult<()> {
+    match clause.op {
+        Op::IsNull | Op::IsNotNull => {
+            sql.push(if clause.op == Op::IsNull { "NOT EXISTS" } else { "EXISTS" });
+            sql.push(&format!(" (SELECT 1 FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = "))
+                .bind_str(key);
+            sql.push(")");
+        }
+        _ => {
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = "
+            ))
+            .bind_str(key);
+            sql.push(" AND ");
+            text_condition(sql, "kv.value", clause)?;
+            sql.push(")");
+        }
+    }
+    Ok(())
+}
+
+fn unsupported(what: &str) -> StoreError {
+    StoreError::InvalidArgument(format!("{what} filters are not supported by the SQLite store yet"))
+}
+
+fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
+    match &clause.target {
+        Target::Attribute(a) => match a {
+            Attribute::TimestampMs => number_condition(sql, "t.request_time_ms", clause),
+            Attribute::ExecutionTimeMs => number_condition(sql, "t.execution_duration_ms", clause),
+            Attribute::EndTimeMs => {
+                number_condition(sql, "(t.request_time_ms + t.execution_duration_ms)", clause)
+            }
+            Attribute::RequestId => text_condition(sql, "t.trace_id", clause),
+            Attribute::Status => text_condition(sql, "t.state", clause),
+            Attribute::ClientRequestId => text_condition(sql, "t.client_request_id", clause),
+            Attribute::Name => kv_condition(sql, "trace_tags", tag_keys::TRACE_NAME, clause),
+            Attribute::RunId => {
+                // candidates: metadata mlflow.sourceRun and runs linked to the trace
+                let negative = matches!(clause.op, Op::NotEq | Op::NotIn);
+                let positive = Clause {
+                    op: match clause.op {
+                        Op::NotEq => Op::Eq,
+                        Op::NotIn => Op::In,
+                        op => op,
+                    },
+                    ..clause.clone()
+                };
+                let any = |sql: &mut Sql, c: &Clause| -> StoreResult<()> {
+                    sql.push("(EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_id = t.trace_id AND kv.key = ")
+                        .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
+                        .push(" AND ");
+                    text_condition(sql, "kv.value", c)?;
+                    sql.push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_id = t.trace_id AND ");
+                    text_condition(sql, "r.run_id", c)?;
+                    sql.push("))");
+                    Ok(())
+                };
+                if negative {
+                    sql.push("(NOT ");
+                    any(sql, &positive)?;
+                    sql.push(" AND (EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_id = t.trace_id AND kv.key = ")
+                        .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
+                        .push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_id = t.trace_id)))");
+                    Ok(())
+                } else {
+                    any(sql, clause)
+                }
+            }
+            Attribute::Text => {
+                sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND ");
+                text_condition(sql, "s.content", clause)?;
+                sql.push(")");
+                Ok(())
+            }
+            Attribute::Prompt => Err(unsupported("prompt")),
+        },
+        Target::Tag(k) => kv_condition(sql, "trace_tags", k, clause),
+        Target::Metadata(k) => kv_condition(sql, "trace_metadata", k, clause),
+        Target::Feedback(_) => Err(unsupported("feedback")),
+        Target::Expectation(_) => Err(unsupported("expectation")),
+        Target::IssueId => Err(unsupported("issue.id")),
+        Target::Span(_) => unreachable!("span clauses are grouped"),
+    }
+}
+
+/// A span attribute, decoded as the reference evaluator reads it: a JSON string's text, else
+/// the raw JSON.
+fn span_attribute_expr(sql: &mut Sql, key: &str) -> String {
+    let path = format!("$.attributes.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""));
+    sql.params.push(SqlValue::Text(path));
+    let n = sql.params.len();
+    format!(
+        "(CASE WHEN json_valid(json_extract(s.content, ?{n})) AND json_type(json_extract(s.content, ?{n})) = 'text' \
+         THEN json_extract(json_extract(s.content, ?{n}), '$') ELSE json_extract(s.content, ?{n}) END)"
+    )
+}
+
+fn span_conditions(sql: &mut Sql, clauses: &[&Clause]) -> StoreResult<()> {
+    sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id");
+    for clause in clauses {
+        sql.push(" AND ");
+        let Target::Span(field) = &clause.target else { unreachable!("only span clauses") };
+        match field {
+            SpanField::Name => text_condition(sql, "s.name", clause)?,
+            SpanField::Type => text_condition(sql, "s.type", clause)?,
+            SpanField::Status => text_condition(sql, "s.status", clause)?,
+            SpanField::Content => text_condition(sql, "s.content", clause)?,
+            SpanField::Attribute(k) => {
+                let expr = span_attribute_expr(sql, k);
+                text_condition(sql, &expr, clause)?;
+            }
+        }
+    }
+    sql.push(")");
+    Ok(())
+}
+
+fn order_expr(sql: &mut Sql, key: &OrderKey) -> String {
+    let kv = |sql: &mut Sql, table: &str, k: &str| {
+        sql.params.push(SqlValue::Text(k.to_owned()));
+        let n = sql.params.len();
+        format!("(SELECT value FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = ?{n})")
+    };
+    match key {
+        OrderKey::ExperimentId => "t.experiment_id".into(),
+        OrderKey::Attribute(Attribute::TimestampMs) => "t.request_time_ms".into(),
+        OrderKey::Attribute(Attribute::ExecutionTimeMs) => "t.execution_duration_ms".into(),
+        OrderKey::Attribute(Attribute::EndTimeMs) => "(t.request_time_ms + t.execution_duration_ms)".into(),
+        OrderKey::Attribute(Attribute::Status) => "t.state".into(),
+        OrderKey::Attribute(Attribute::RequestId) => "t.trace_id".into(),
+        OrderKey::Attribute(Attribute::Name) => kv(sql, "trace_tags", tag_keys::TRACE_NAME),
+        OrderKey::Attribute(Attribute::RunId) => {
+            kv(sql, "trace_metadata", tracelake_model::metadata_keys::SOURCE_RUN)
+        }
+        OrderKey::Attribute(_) => "NULL".into(),
+        OrderKey::Tag(k) => kv(sql, "trace_tags", k),
+        OrderKey::Metadata(k) => kv(sql, "trace_metadata", k),
+    }
+}
+
+fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
+    check_max_results(query.max_results)?;
+    let offset = decode_page_token(query.page_token.as_deref())?;
+    let mut experiment_ids = Vec::new();
+    for id in &query.experiment_ids {
+        require_experiment(conn, id)?;
+        experiment_ids.push(parse_experiment_id(id)?);
+    }
+    if experiment_ids.is_empty() {
+        return Ok(Page { items: vec![], next_page_token: None });
+    }
+    let mut sql = Sql::default();
+    sql.push("SELECT t.trace_id FROM traces t WHERE t.experiment_id IN (");
+    for (i, id) in experiment_ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(*id);
+    }
+    sql.push(")");
+    let (span_clauses, trace_clauses): (Vec<&Clause>, Vec<&Clause>) =
+        query.filter.clauses.iter().partition(|c| matches!(c.target, Target::Span(_)));
+    for clause in trace_clauses {
+        sql.push(" AND ");
+        trace_condition(&mut sql, clause)?;
+    }
+    if !span_clauses.is_empty() {
+        sql.push(" AND ");
+        span_conditions(&mut sql, &span_clauses)?;
+    }
+    sql.push(" ORDER BY ");
+    for o in &query.order_by {
+        let expr = order_expr(&mut sql, &o.key);
+        sql.push(&expr).push(if o.ascending { " ASC, " } else { " DESC, " });
+    }
+    sql.push("t.request_time_ms DESC, t.trace_id ASC LIMIT ").bind(query.max_results as i64 + 1);
+    sql.push(" OFFSET ").bind(offset as i64);
+
+    let mut stmt = conn.prepare(&sql.text).map_err(internal)?;
+    let ids = stmt
+        .query_map(params_from_iter(sql.params.iter()), |r| r.get::<_, String>(0))
+        .map_err(|e| match e {
+            rusqlite::Error::UserFunctionError(e) => StoreError::InvalidArgument(e.to_string()),
+            e => internal(e),
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            rusqlite::Error::UserFunctionError(e) => StoreError::InvalidArgument(e.to_string()),
+            e => internal(e),
+        })?;
+    let more = ids.len() > query.max_results;
+    let mut items = Vec::with_capacity(ids.len().min(query.max_results));
+    for id in ids.iter().take(query.max_results) {
+        if let Some((info, _)) = load_info(conn, id)? {
+            items.push(info);
+        }
+    }
+    let next = offset + items.len();
+    Ok(Page { items, next_page_token: more.then(|| encode_page_token(next)) })
+}
+
+#[async_trait]
+impl TraceStore for SqliteStore {
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[(String, String)],
+    ) -> StoreResult<String> {
+        validate_name(name)?;
+        let (name, artifact_location, tags) =
+            (name.to_owned(), artifact_location.map(str::to_owned), tags.to_vec());
+        self.write_tx(move |tx| {
+            if name_taken(tx, &name, None)? {
+                return Err(StoreError::AlreadyExists(format!("Experiment '{name}' already exists.")));
+            }
+            let now = now_ms();
+            let id: i64 = tx
+                .query_row("SELECT COALESCE(MAX(experiment_id), 0) + 1 FROM experiments", [], |r| r.get(0))
+                .map_err(internal)?;
+            let location = artifact_location.unwrap_or_else(|| format!("mlflow-artifacts:/{id}"));
+            tx.execute(
+                "INSERT INTO experiments VALUES (?1, ?2, ?3, 'active', ?4, ?4)",
+                params![id, name, location, now],
+            )
+            .map_err(internal)?;
+            for (k, v) in &tags {
+                tx.execute("INSERT INTO experiment_tags VALUES (?1, ?2, ?3)", params![id, k, v])
+                    .map_err(internal)?;
+            }
+            Ok(id.to_string())
+        })
+        .await
+    }
+
+    async fn get_experiment(&self, experiment_id: &str) -> StoreResult<Experiment> {
+        let id = experiment_id.to_owned();
+        self.read(move |c| require_experiment(c, &id)).await
+    }
+
+    async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Option<Experiment>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            let id: Option<i64> = c
+                .query_row("SELECT experiment_id FROM experiments WHERE name = ?1", params![name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(internal)?;
+            id.map_or(Ok(None), |id| load_experiment(c, id))
+        })
+        .await
+    }
+
+    async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: usize,
+        page_token: Option<&str>,
+    ) -> StoreResult<Page<Experiment>> {
+        check_max_results(max_results)?;
+        let offset = decode_page_token(page_token)?;
+        self.read(move |c| {
+            let stage = match view {
+                ViewType::ActiveOnly => "WHERE lifecycle_stage = 'active'",
+                ViewType::DeletedOnly => "WHERE lifecycle_stage = 'deleted'",
+                ViewType::All => "",
+            };
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT experiment_id FROM experiments {stage} ORDER BY experiment_id LIMIT ?1 OFFSET ?2"
+                ))
+                .map_err(internal)?;
+            let ids = stmt
+                .query_map(params![max_results as i64 + 1, offset as i64], |r| r.get::<_, i64>(0))
+                .map_err(internal)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal)?;
+            let more = ids.len() > max_results;
+            let mut items = Vec::new();
+            for id in ids.into_iter().take(max_results) {
+                items.extend(load_experiment(c, id)?);
+            }
+            let next = offset + items.len();
+            Ok(Page { items, next_page_token: more.then(|| encode_page_token(next)) })
+        })
+        .await
+    }
+
+    async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {
+        validate_name(new_name)?;
+        let (id, name) = (experiment_id.to_owned(), new_name.to_owned());
+        self.write_tx(move |tx| {
+            let key = require_experiment(tx, &id)?.experiment_id.parse::<i64>().map_err(internal)?;
+            if name_taken(tx, &name, Some(key))? {
+                return Err(StoreError::AlreadyExists(format!("Experiment '{name}' already exists.")));
+            }
+            tx.execute(
+                "UPDATE experiments SET name = ?2, last_update_time = ?3 WHERE experiment_id = ?1",
+                params![key, name, now_ms()],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_experiment(&self, experiment_id: &str) -> StoreResult<()> {
+        let id = experiment_id.to_owned();
+        self.write_tx(move |tx| {
+            require_experiment(tx, &id)?;
+            tx.execute(
+                "UPDATE experiments SET lifecycle_stage = 'deleted', last_update_time = ?2 WHERE experiment_id = ?1",
+                params![parse_experiment_id(&id)?, now_ms()],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn restore_experiment(&self, experiment_id: &str) -> StoreResult<()> {
+        let id = experiment_id.to_owned();
+        self.write_tx(move |tx| {
+            if require_experiment(tx, &id)?.lifecycle_stage == LifecycleStage::Active {
+                return Err(StoreError::InvalidState(format!("experiment {id} is active: nothing to restore")));
+            }
+            tx.execute(
+                "UPDATE experiments SET lifecycle_stage = 'active', last_update_time = ?2 WHERE experiment_id = ?1",
+                params![parse_experiment_id(&id)?, now_ms()],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_experiment_tag(&self, experiment_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        let (id, key, value) = (experiment_id.to_owned(), key.to_owned(), value.to_owned());
+        self.write_tx(move |tx| {
+            require_experiment(tx, &id)?;
+            tx.execute(
+                "INSERT INTO experiment_tags VALUES (?1, ?2, ?3)
+                 ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+                params![parse_experiment_id(&id)?, key, value],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+        self.write_tx(move |tx| apply(tx, batch)).await
+    }
+
+    async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo> {
+        let id = trace_id.to_owned();
+        self.read(move |c| {
+            load_info(c, &id)?
+                .map(|(i, _)| i)
+                .ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))
+        })
+        .await
+    }
+
+    async fn get_traces(&self, trace_ids: &[String]) -> StoreResult<Vec<Trace>> {
+        let ids = trace_ids.to_vec();
+        self.read(move |c| {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some((info, _)) = load_info(c, &id)? {
+                    let mut spans = load_spans(c, &id)?;
+                    order_spans(&mut spans);
+                    out.push(Trace { info, spans });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
+        let query = query.clone();
+        self.read(move |c| search(c, &query)).await
+    }
+
+    async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize> {
+        let request = request.clone();
+        self.write_tx(move |tx| {
+            let ids: Vec<String> = match &request {
+                DeleteTraces::OlderThan { experiment_id, max_timestamp_ms, max_traces } => {
+                    require_experiment(tx, experiment_id)?;
+                    if *max_traces == Some(0) {
+                        return Err(StoreError::InvalidArgument("max_traces must be at least 1".into()));
+                    }
+                    let limit = max_traces.map_or(-1, |m| m as i64);
+                    let mut stmt = tx
+                        .prepare(
+                            "SELECT trace_id FROM traces WHERE experiment_id = ?1 AND request_time_ms <= ?2
+                             ORDER BY request_time_ms ASC, trace_id ASC LIMIT ?3",
+                        )
+                        .map_err(internal)?;
+                    stmt.query_map(params![parse_experiment_id(experiment_id)?, max_timestamp_ms, limit], |r| r.get(0))
+                        .map_err(internal)?
+                        .collect::<Result<_, _>>()
+                        .map_err(internal)?
+                }
+                DeleteTraces::Ids { experiment_id, trace_ids } => {
+                    require_experiment(tx, experiment_id)?;
+                    let exp = parse_experiment_id(experiment_id)?;
+                    let mut found = Vec::new();
+                    for id in trace_ids {
+                        let ok: bool = tx
+                            .query_row(
+                                "SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1 AND experiment_id = ?2)",
+                                params![id, exp],
+                                |r| r.get(0),
+                            )
+                            .map_err(internal)?;
+                        if ok {
+                            found.push(id.clone());
+                        }
+                    }
+                    found
+                }
+            };
+            for id in &ids {
+                tx.execute("DELETE FROM traces WHERE trace_id = ?1", params![id]).map_err(internal)?;
+            }
+            Ok(ids.len())
+        })
+        .await
+    }
+
+    async fn set_trace_tag(&self, trace_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        if tag_keys::IMMUTABLE.contains(&key) {
+            return Err(StoreError::InvalidArgument(format!(
+                "tag {key:?} is set by the server and cannot be changed"
+            )));
+        }
+        let (id, key, value) = (trace_id.to_owned(), key.to_owned(), value.to_owned());
+        self.write_tx(move |tx| {
+            let exists: bool = tx
+                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| r.get(0))
+                .map_err(internal)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
+            }
+            tx.execute(
+                "INSERT INTO trace_tags VALUES (?1, ?2, ?3) ON CONFLICT (trace_id, key) DO UPDATE SET value = excluded.value",
+                params![id, key, value],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()> {
+        let (id, key) = (trace_id.to_owned(), key.to_owned());
+        self.write_tx(move |tx| {
+            let exists: bool = tx
+                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
+                    r.get(0)
+                })
+                .map_err(internal)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
+            }
+            let n = tx
+                .execute("DELETE FROM trace_tags WHERE trace_id = ?1 AND key = ?2", params![id, key])
+                .map_err(internal)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "No trace tag with key '{key}' for trace with ID '{id}'"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()> {
+        if trace_ids.len() > MAX_TRACES_PER_LINK {
+            return Err(StoreError::InvalidArgument(format!(
+                "at most {MAX_TRACES_PER_LINK} traces can be linked in one call, got {}",
+                trace_ids.len()
+            )));
+        }
+        let (ids, run) = (trace_ids.to_vec(), run_id.to_owned());
+        self.write_tx(move |tx| {
+            for id in &ids {
+                let exists: bool = tx
+                    .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
+                        r.get(0)
+                    })
+                    .map_err(internal)?;
+                if !exists {
+                    return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
+                }
+                tx.execute("INSERT OR IGNORE INTO trace_runs VALUES (?1, ?2)", params![id, run])
+                    .map_err(internal)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
