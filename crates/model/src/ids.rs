@@ -18,6 +18,8 @@ pub const TRACE_ID_V4_PREFIX: &str = "trace:/";
 pub enum IdError {
     #[error("invalid {what} {value:?}: expected {expected}")]
     Malformed { what: &'static str, value: String, expected: &'static str },
+    #[error("invalid {what}: expected {expected} bytes, got {got}")]
+    Length { what: &'static str, expected: usize, got: usize },
     #[error("invalid {what}: the all-zero id is reserved by OpenTelemetry")]
     Zero { what: &'static str },
 }
@@ -55,10 +57,10 @@ impl TraceId {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
-        let arr: [u8; 16] = bytes.try_into().map_err(|_| IdError::Malformed {
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| IdError::Length {
             what: "trace id",
-            value: format!("{} bytes", bytes.len()),
-            expected: "16 bytes",
+            expected: 16,
+            got: bytes.len(),
         })?;
         Self::new(u128::from_be_bytes(arr)).ok_or(IdError::Zero { what: "trace id" })
     }
@@ -129,10 +131,10 @@ impl SpanId {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
-        let arr: [u8; 8] = bytes.try_into().map_err(|_| IdError::Malformed {
+        let arr: [u8; 8] = bytes.try_into().map_err(|_| IdError::Length {
             what: "span id",
-            value: format!("{} bytes", bytes.len()),
-            expected: "8 bytes",
+            expected: 8,
+            got: bytes.len(),
         })?;
         Self::new(u64::from_be_bytes(arr)).ok_or(IdError::Zero { what: "span id" })
     }

@@ -1,0 +1,323 @@
+//! OTLP to and from the tracelake model, with MLflow's rules for attribute values.
+//!
+//! - **Ingest** ([`decode_protobuf`], [`decode_json`], [`spans_from_request`]): every OTLP
+//!   attribute value is decoded and stored JSON-encoded, as MLflow stores span attributes. Values
+//!   that OTLP-only clients (the MLflow client among them) already JSON-encoded before sending
+//!   would end up encoded twice; one layer is stripped when the inner value is a string, object
+//!   or array, as the MLflow server does (a string `"1"` stays the string `"1"`). The MLflow
+//!   trace id is derived from the OTLP trace id; a client-sent `mlflow.traceRequestId` is not
+//!   trusted.
+//! - **Export** ([`span_to_otlp`], [`request_from_spans`]): attribute JSON is decoded into typed
+//!   values (`"20"` becomes the integer 20, `"{\"a\": 1}"` a key-value list), as the MLflow
+//!   client sends spans to an MLflow server's `/v1/traces`.
+//!
+//! Errors name the element: `resource_spans[0].scope_spans[1].spans[3].trace_id: expected 16
+//! bytes, got 8`.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status, span, status};
+use serde_json::{Map, Value};
+use tracelake_model::{
+    Attributes, IdError, Link, Span, SpanEvent, SpanId, SpanKind, SpanStatus, StatusCode, TraceId,
+    encode_attribute, keys,
+};
+
+pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as TraceRequest;
+pub use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+
+/// Why an OTLP payload cannot be ingested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpError {
+    #[error("invalid OTLP protobuf: {0}")]
+    Protobuf(String),
+    #[error("invalid OTLP JSON at line {line} column {column}: {message}")]
+    Json { line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Reads an `ExportTraceServiceRequest` in protobuf.
+pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, OtlpError> {
+    <ExportTraceServiceRequest as prost::Message>::decode(body)
+        .map_err(|e| OtlpError::Protobuf(e.to_string()))
+}
+
+/// Reads an `ExportTraceServiceRequest` in OTLP/JSON (ids in hex, as the spec writes them).
+pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, OtlpError> {
+    serde_json::from_slice(body).map_err(|e| OtlpError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes an `ExportTraceServiceRequest` in protobuf.
+pub fn encode_protobuf(request: &ExportTraceServiceRequest) -> Vec<u8> {
+    prost::Message::encode_to_vec(request)
+}
+
+/// Writes an `ExportTraceServiceRequest` in OTLP/JSON.
+pub fn encode_json(request: &ExportTraceServiceRequest) -> Vec<u8> {
+    serde_json::to_vec(request).unwrap_or_default()
+}
+
+/// A span as it arrived, with the resource and scope it came under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestedSpan {
+    pub span: Span,
+    /// Resource attributes, decoded.
+    pub resource: Map<String, Value>,
+    pub scope_name: String,
+    pub scope_version: String,
+}
+
+/// Every span of a request, converted. The request is taken whole or refused whole.
+pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<IngestedSpan>, OtlpError> {
+    let mut out = Vec::new();
+    for (r, rs) in request.resource_spans.iter().enumerate() {
+        let resource = rs.resource.as_ref().map(|res| key_values_to_map(&res.attributes)).unwrap_or_default();
+        for (s, ss) in rs.scope_spans.iter().enumerate() {
+            let (scope_name, scope_version) =
+                ss.scope.as_ref().map(|sc| (sc.name.clone(), sc.version.clone())).unwrap_or_default();
+            for (i, otlp) in ss.spans.iter().enumerate() {
+                let path = format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
+                out.push(IngestedSpan {
+                    span: span_from_otlp(otlp, &path)?,
+                    resource: resource.clone(),
+                    scope_name: scope_name.clone(),
+                    scope_version: scope_version.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn invalid(path: &str, field: &str, e: IdError) -> OtlpError {
+    OtlpError::Invalid { path: format!("{path}.{field}"), message: e.to_string() }
+}
+
+/// One OTLP span as a model span; `path` names it in errors.
+pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
+    let trace_id = TraceId::from_bytes(&otlp.trace_id).map_err(|e| invalid(path, "trace_id", e))?;
+    let span_id = SpanId::from_bytes(&otlp.span_id).map_err(|e| invalid(path, "span_id", e))?;
+    let parent_id = if otlp.parent_span_id.is_empty() {
+        None
+    } else {
+        Some(SpanId::from_bytes(&otlp.parent_span_id).map_err(|e| invalid(path, "parent_span_id", e))?)
+    };
+    let mut attributes = Attributes::with_capacity(otlp.attributes.len() + 1);
+    attributes.insert(keys::REQUEST_ID, &trace_id.to_mlflow_v3());
+    for kv in &otlp.attributes {
+        if kv.key == keys::REQUEST_ID {
+            continue; // derived from the trace id, never trusted from the client
+        }
+        let value = kv.value.as_ref().map_or(Value::Null, any_value_to_json);
+        attributes.insert_raw(kv.key.clone(), strip_double_encoding(encode_attribute(&value)));
+    }
+    let status = otlp.status.as_ref().map_or_else(SpanStatus::default, |s| SpanStatus {
+        code: match status::StatusCode::try_from(s.code) {
+            Ok(status::StatusCode::Ok) => StatusCode::Ok,
+            Ok(status::StatusCode::Error) => StatusCode::Error,
+            _ => StatusCode::Unset,
+        },
+        message: s.message.clone(),
+    });
+    let kind = match span::SpanKind::try_from(otlp.kind) {
+        Ok(span::SpanKind::Server) => SpanKind::Server,
+        Ok(span::SpanKind::Client) => SpanKind::Client,
+        Ok(span::SpanKind::Producer) => SpanKind::Producer,
+        Ok(span::SpanKind::Consumer) => SpanKind::Consumer,
+        Ok(span::SpanKind::Unspecified) => SpanKind::Unspecified,
+        _ => SpanKind::Internal,
+    };
+    let events = otlp
+        .events
+        .iter()
+        .map(|e| SpanEvent {
+            name: e.name.clone(),
+            time_unix_nano: e.time_unix_nano,
+            attributes: key_values_to_map(&e.attributes),
+        })
+        .collect();
+    let mut links = Vec::with_capacity(otlp.links.len());
+    for (i, l) in otlp.links.iter().enumerate() {
+        let link_path = format!("links[{i}]");
+        let linked_trace = TraceId::from_bytes(&l.trace_id)
+            .map_err(|e| invalid(path, &format!("{link_path}.trace_id"), e))?;
+        let linked_span =
+            SpanId::from_bytes(&l.span_id).map_err(|e| invalid(path, &format!("{link_path}.span_id"), e))?;
+        links.push(Link {
+            trace_id: linked_trace.to_mlflow_v3(),
+            span_id: linked_span.to_string(),
+            attributes: (!l.attributes.is_empty()).then(|| key_values_to_map(&l.attributes)),
+        });
+    }
+    Ok(Span {
+        trace_id,
+        span_id,
+        parent_id,
+        name: otlp.name.clone().into(),
+        kind,
+        start_time_unix_nano: otlp.start_time_unix_nano,
+        end_time_unix_nano: (otlp.end_time_unix_nano != 0).then_some(otlp.end_time_unix_nano),
+        status,
+        attributes,
+        events,
+        links,
+    })
+}
+
+/// Undoes one layer of JSON encoding applied twice: when `json` is a JSON string whose
+/// content is itself a JSON string, object or array, that content is the real value.
+pub fn strip_double_encoding(json: String) -> String {
+    if let Ok(Value::String(inner)) = serde_json::from_str::<Value>(&json)
+        && matches!(
+            serde_json::from_str::<Value>(&inner),
+            Ok(Value::String(_) | Value::Object(_) | Value::Array(_))
+        )
+    {
+        return inner;
+    }
+    json
+}
+
+/// An OTLP value as JSON. Bytes become a string of their hex digits.
+pub fn any_value_to_json(value: &AnyValue) -> Value {
+    match &value.value {
+        None => Value::Null,
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => Value::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(any_value_to_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => Value::Object(key_values_to_map(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => {
+            Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+        }
+        Some(any_value::Value::StringValueStrindex(_)) => Value::Null,
+    }
+}
+
+/// JSON as a typed OTLP value (what MLflow's client does before sending spans).
+pub fn json_to_any_value(value: &Value) -> AnyValue {
+    let v = match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
+        Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => any_value::Value::IntValue(i),
+            None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
+        Value::Array(items) => Some(any_value::Value::ArrayValue(ArrayValue {
+            values: items.iter().map(json_to_any_value).collect(),
+        })),
+        Value::Object(map) => {
+            Some(any_value::Value::KvlistValue(KeyValueList { values: map_to_key_values(map) }))
+        }
+    };
+    AnyValue { value: v }
+}
+
+fn key_values_to_map(kvs: &[KeyValue]) -> Map<String, Value> {
+    kvs.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any_value_to_json))).collect()
+}
+
+fn map_to_key_values(map: &Map<String, Value>) -> Vec<KeyValue> {
+    map.iter()
+        .map(|(k, v)| KeyValue { key: k.clone(), value: Some(json_to_any_value(v)), ..Default::default() })
+        .collect()
+}
+
+/// A model span as an OTLP span, attribute values typed.
+pub fn span_to_otlp(span: &Span) -> OtlpSpan {
+    let kind = match span.kind {
+        SpanKind::Unspecified => span::SpanKind::Unspecified,
+        SpanKind::Internal => span::SpanKind::Internal,
+        SpanKind::Server => span::SpanKind::Server,
+        SpanKind::Client => span::SpanKind::Client,
+        SpanKind::Producer => span::SpanKind::Producer,
+        SpanKind::Consumer => span::SpanKind::Consumer,
+    };
+    let code = match span.status.code {
+        StatusCode::Unset => status::StatusCode::Unset,
+        StatusCode::Ok => status::StatusCode::Ok,
+        StatusCode::Error => status::StatusCode::Error,
+    };
+    OtlpSpan {
+        trace_id: span.trace_id.to_bytes().to_vec(),
+        span_id: span.span_id.to_bytes().to_vec(),
+        parent_span_id: span.parent_id.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+        name: span.name.to_string(),
+        kind: kind as i32,
+        start_time_unix_nano: span.start_time_unix_nano,
+        end_time_unix_nano: span.end_time_unix_nano.unwrap_or(0),
+        attributes: span
+            .attributes
+            .iter()
+            .map(|(k, raw)| KeyValue {
+                key: k.to_owned(),
+                value: Some(json_to_any_value(&tracelake_model::decode_attribute(raw))),
+                ..Default::default()
+            })
+            .collect(),
+        events: span
+            .events
+            .iter()
+            .map(|e| span::Event {
+                name: e.name.clone(),
+                time_unix_nano: e.time_unix_nano,
+                attributes: map_to_key_values(&e.attributes),
+                ..Default::default()
+            })
+            .collect(),
+        links: span
+            .links
+            .iter()
+            .filter_map(|l| {
+                let trace_id = TraceId::from_mlflow(&l.trace_id).ok()?;
+                let span_id = SpanId::from_hex(&l.span_id).ok()?;
+                Some(span::Link {
+                    trace_id: trace_id.to_bytes().to_vec(),
+                    span_id: span_id.to_bytes().to_vec(),
+                    attributes: l.attributes.as_ref().map(map_to_key_values).unwrap_or_default(),
+                    ..Default::default()
+                })
+            })
+            .collect(),
+        status: Some(Status { code: code as i32, message: span.status.message.clone() }),
+        ..Default::default()
+    }
+}
+
+/// Spans as one request under one resource and scope.
+pub fn request_from_spans(
+    spans: &[Span],
+    resource: &Map<String, Value>,
+    scope_name: &str,
+    scope_version: &str,
+) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: map_to_key_values(resource), ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: scope_name.to_owned(),
+                    version: scope_version.to_owned(),
+                    ..Default::default()
+                }),
+                spans: spans.iter().map(span_to_otlp).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
