@@ -1,0 +1,51 @@
+//! The HTTP routes. Every MLflow REST route is also served under `/ajax-api`, as MLflow does.
+
+mod experiments;
+mod meta;
+pub(crate) mod otlp;
+mod traces;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
+
+pub use meta::MLFLOW_API_VERSION;
+
+use crate::AppState;
+
+fn mlflow_routes() -> Router<AppState> {
+    Router::new()
+        .route("/2.0/mlflow/experiments/create", post(experiments::create))
+        .route("/2.0/mlflow/experiments/get", get(experiments::get))
+        .route("/2.0/mlflow/experiments/get-by-name", get(experiments::get_by_name))
+        .route("/2.0/mlflow/experiments/search", get(experiments::search_get).post(experiments::search_post))
+        .route("/2.0/mlflow/experiments/update", post(experiments::update))
+        .route("/2.0/mlflow/experiments/delete", post(experiments::delete))
+        .route("/2.0/mlflow/experiments/restore", post(experiments::restore))
+        .route("/2.0/mlflow/experiments/set-experiment-tag", post(experiments::set_tag))
+        .route("/3.0/mlflow/traces", post(traces::start_trace))
+        .route("/3.0/mlflow/traces/get", get(traces::get_trace))
+        .route("/3.0/mlflow/traces/batchGet", get(traces::batch_get))
+        .route("/3.0/mlflow/traces/batchGetInfos", post(traces::batch_get_infos))
+        .route("/3.0/mlflow/traces/search", post(traces::search))
+        .route("/3.0/mlflow/traces/{trace_id}", get(traces::get_info))
+        .route("/2.0/mlflow/traces/delete-traces", post(traces::delete))
+        .route("/3.0/mlflow/traces/delete-traces", post(traces::delete))
+        .route("/2.0/mlflow/traces/{trace_id}/tags", patch(traces::set_tag).delete(traces::delete_tag))
+        .route("/3.0/mlflow/traces/{trace_id}/tags", patch(traces::set_tag).delete(traces::delete_tag))
+        .route("/2.0/mlflow/traces/link-to-run", post(traces::link_to_run))
+        .route("/3.0/mlflow/server-info", get(meta::server_info))
+}
+
+/// Every route of the server, over `state`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .nest("/api", mlflow_routes())
+        .nest("/ajax-api", mlflow_routes())
+        .route("/v1/traces", post(otlp::ingest))
+        .route("/version", get(meta::version))
+        .route("/health", get(meta::health))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

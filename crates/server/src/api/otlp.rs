@@ -1,0 +1,107 @@
+//! OTLP/HTTP trace ingest: `POST /v1/traces`.
+
+use std::io::Read;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flate2::read::{GzDecoder, ZlibDecoder};
+use tracelake_store::WriteBatch;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Header naming the experiment spans go to.
+pub(crate) const EXPERIMENT_HEADER: &str = "x-mlflow-experiment-id";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Inflates a body, refusing to produce more than `limit` bytes (a zip bomb gets 413).
+fn decompress(body: &[u8], encoding: &str, limit: usize) -> ApiResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let read = match encoding {
+        "gzip" => GzDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut out),
+        // HTTP "deflate" is zlib-wrapped; raw deflate streams are accepted too.
+        "deflate" => match ZlibDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut out) {
+            Ok(n) => Ok(n),
+            Err(_) => {
+                out.clear();
+                flate2::read::DeflateDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut out)
+            }
+        },
+        other => {
+            return Err(ApiError::invalid(format!(
+                "unsupported Content-Encoding {other:?}: send gzip, deflate or an uncompressed body"
+            )));
+        }
+    };
+    read.map_err(|e| ApiError::invalid(format!("cannot decompress the {encoding} body: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_PARAMETER_VALUE",
+            format!("the decompressed body exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn ingest(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let experiment_id = header_str(&headers, EXPERIMENT_HEADER)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("missing required header {EXPERIMENT_HEADER}")))?
+        .to_owned();
+    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+    let encoding = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "INVALID_PARAMETER_VALUE",
+                format!(
+                    "unsupported Content-Type {other:?}: send application/x-protobuf or application/json"
+                ),
+            ));
+        }
+    };
+    let body = match header_str(&headers, header::CONTENT_ENCODING.as_str()).map(str::trim) {
+        None | Some("") | Some("identity") => body.to_vec(),
+        Some(enc) => decompress(&body, &enc.to_ascii_lowercase(), s.limits.max_decompressed_bytes)?,
+    };
+    let request = match encoding {
+        Encoding::Protobuf => tracelake_otlp::decode_protobuf(&body),
+        Encoding::Json => tracelake_otlp::decode_json(&body),
+    }
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if request.resource_spans.is_empty() {
+        return Err(ApiError::invalid("the request holds no resource_spans"));
+    }
+    let spans = tracelake_otlp::spans_from_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let batch = WriteBatch {
+        infos: vec![],
+        spans: spans.into_iter().map(|i| (experiment_id.clone(), i.span)).collect(),
+    };
+    s.ingest.write(batch).await?;
+    // An empty ExportTraceServiceResponse, in the request's encoding.
+    Ok(match encoding {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new()).into_response()
+        }
+        Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+    })
+}

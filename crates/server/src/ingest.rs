@@ -1,0 +1,123 @@
+//! The one ingest path behind every transport (MLflow REST, OTLP/HTTP, OTLP/gRPC).
+//!
+//! Writes are group-committed: requests that arrive while a write is in progress are merged
+//! into the next one, so a burst of small requests costs one transaction (and one fsync)
+//! instead of many. Each request is acknowledged only after the write that carried it is
+//! durable. When the queue is full the caller gets 429 with a retry hint at once; nothing is
+//! dropped silently, and nothing acknowledged is lost on a graceful shutdown, which writes
+//! everything queued before the worker stops.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracelake_model::TraceInfo;
+use tracelake_store::{StoreResult, TraceStore, WriteBatch};
+
+use crate::error::{ApiError, ApiResult};
+
+/// How many requests may wait for the writer before new ones are refused with 429.
+pub const DEFAULT_QUEUE_REQUESTS: usize = 1024;
+/// Spans and infos merged into one write at most.
+pub const DEFAULT_MAX_WRITE_ITEMS: usize = 20_000;
+
+struct Job {
+    batch: WriteBatch,
+    done: oneshot::Sender<StoreResult<Vec<TraceInfo>>>,
+}
+
+/// Handle on the ingest worker; cheap to clone.
+#[derive(Clone)]
+pub struct IngestService {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for IngestService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestService").field("capacity", &self.tx.capacity()).finish()
+    }
+}
+
+impl IngestService {
+    /// Starts the writer. It stops once every handle is dropped and the queue is written.
+    pub fn start(
+        store: Arc<dyn TraceStore>,
+        queue_requests: usize,
+        max_write_items: usize,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue_requests.max(1));
+        let worker = tokio::spawn(run(store, rx, max_write_items.max(1)));
+        (Self { tx }, worker)
+    }
+
+    /// Writes a batch; returns once it is durable, with the infos of the traces it touched.
+    pub async fn write(&self, batch: WriteBatch) -> ApiResult<Vec<TraceInfo>> {
+        let (done, result) = oneshot::channel();
+        match self.tx.try_send(Job { batch, done }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(ApiError::overloaded(1)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ApiError::unavailable("the server is shutting down"));
+            }
+        }
+        match result.await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(_) => Err(ApiError::unavailable("the writer stopped before this request was written")),
+        }
+    }
+}
+
+async fn run(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Job>, max_items: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut items = first.batch.len();
+        let mut jobs = vec![first];
+        while items < max_items {
+            match rx.try_recv() {
+                Ok(job) => {
+                    items += job.batch.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&*store, jobs).await;
+    }
+}
+
+/// Writes the jobs as one batch. If that fails, each job is written alone, so one bad request
+/// (an unknown experiment, say) does not fail the others it was grouped with.
+async fn commit(store: &dyn TraceStore, jobs: Vec<Job>) {
+    if jobs.len() == 1 {
+        let job = jobs.into_iter().next().expect("one job");
+        let result = store.write(job.batch).await;
+        let _ = job.done.send(result);
+        return;
+    }
+    let mut merged = WriteBatch::default();
+    for job in &jobs {
+        merged.infos.extend(job.batch.infos.iter().cloned());
+        merged.spans.extend(job.batch.spans.iter().cloned());
+    }
+    match store.write(merged).await {
+        Ok(infos) => {
+            for job in jobs {
+                let ids: HashSet<String> = job
+                    .batch
+                    .infos
+                    .iter()
+                    .map(|i| i.trace_id.clone())
+                    .chain(job.batch.spans.iter().map(|(_, s)| s.trace_id.to_mlflow_v3()))
+                    .collect();
+                let mine = infos.iter().filter(|i| ids.contains(&i.trace_id)).cloned().collect();
+                let _ = job.done.send(Ok(mine));
+            }
+        }
+        Err(_) => {
+            for job in jobs {
+                let result = store.write(job.batch).await;
+                let _ = job.done.send(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `tracelake server`: a drop-in backend for the MLflow tracing client and for OpenTelemetry
+//! exporters, over any [`TraceStore`].
+//!
+//! - MLflow REST: experiments and traces (v3, and the 2.0 routes the client still calls),
+//!   MLflow's error JSON (`{"error_code": ..., "message": ...}`), every route also under
+//!   `/ajax-api`.
+//! - OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, gzip or deflate, routed by the
+//!   `x-mlflow-experiment-id` header.
+//! - One [`IngestService`] behind every write: group commit, acknowledgement once durable, 429
+//!   with `Retry-After` when the queue is full, everything queued written on shutdown.
+
+pub mod api;
+mod error;
+pub mod ingest;
+mod proto_json;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracelake_store::TraceStore;
+
+pub use api::{MLFLOW_API_VERSION, router};
+pub use error::{ApiError, ApiResult};
+pub use ingest::IngestService;
+
+/// Request size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted as sent (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest body after decompression (413 beyond: zip bombs stop here).
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 32 << 20, max_decompressed_bytes: 128 << 20 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn TraceStore>,
+    pub ingest: IngestService,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// Serves `store` on `listener` until `shutdown` completes, then writes everything that was
+/// accepted before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn TraceStore>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (ingest, writer) =
+        IngestService::start(store.clone(), ingest::DEFAULT_QUEUE_REQUESTS, ingest::DEFAULT_MAX_WRITE_ITEMS);
+    let app = router(AppState { store, ingest, limits });
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(target: "tracelake::server", "listening on http://{}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    // The router (and with it the last ingest handle) is gone: the writer drains and stops.
+    let _ = writer.await;
+    Ok(())
+}
