@@ -30,6 +30,36 @@ struct Server {
 }
 
 impl Server {
+    /// The stock `mlflow server` 3.17.2 from the virtualenv, for the differential test.
+    fn start_mlflow() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mlflow = python().with_file_name("mlflow");
+        let child = Command::new(mlflow)
+            .arg("server")
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(dir.path().join("artifacts"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mlflow server");
+        let server = Server { child, port, _dir: dir };
+        server.wait_until_up(Duration::from_secs(180));
+        server
+    }
+
+    fn wait_until_up(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.get("/version").is_none() {
+            assert!(Instant::now() < deadline, "the server did not answer within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -40,11 +70,7 @@ impl Server {
             .spawn()
             .expect("start tracelake server");
         let server = Server { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.get("/version").is_none() {
-            assert!(Instant::now() < deadline, "the server did not answer within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.wait_until_up(Duration::from_secs(30));
         server
     }
 
@@ -63,6 +89,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM to the server's own pid (never a group): `mlflow server` then stops the
+        // processes it started. Escalate to SIGKILL if it has not exited in 30 s.
+        let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -96,5 +132,14 @@ fn the_stock_mlflow_client_works_against_the_server_with_async_logging() {
 #[test]
 fn the_stock_mlflow_client_works_against_the_server_with_sync_logging() {
     let server = Server::start();
+    run_client(&server, &["--sync"]);
+}
+
+/// The differential half: the same script, unchanged, passes against the stock `mlflow server`
+/// 3.17.2, so the two servers give the client the same answers.
+#[test]
+fn the_same_client_checks_pass_against_the_stock_mlflow_server() {
+    let server = Server::start_mlflow();
+    run_client(&server, &[]);
     run_client(&server, &["--sync"]);
 }
