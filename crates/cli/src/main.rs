@@ -32,6 +32,9 @@ struct ServerArgs {
     /// HTTP port (MLflow REST, OTLP/HTTP).
     #[arg(long, env = "TRACELAKE_PORT", default_value_t = 5000)]
     port: u16,
+    /// OTLP/gRPC port; 0 turns gRPC off.
+    #[arg(long, env = "TRACELAKE_GRPC_PORT", default_value_t = 4317)]
+    grpc_port: u16,
     /// Where traces are stored: `sqlite:///relative.db`, `sqlite:////absolute.db` or a file path.
     #[arg(long, env = "TRACELAKE_BACKEND_STORE_URI", default_value = "sqlite:///tracelake.db")]
     backend_store_uri: String,
@@ -86,8 +89,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     })?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let grpc = if args.grpc_port == 0 {
+        None
+    } else {
+        let grpc_addr = SocketAddr::new(addr.ip(), args.grpc_port);
+        let grpc = tokio::net::TcpListener::bind(grpc_addr).await.with_context(|| {
+            format!("cannot listen on {grpc_addr} for OTLP/gRPC (--grpc-port 0 turns it off)")
+        })?;
+        Some(grpc)
+    };
     let limits = Limits { max_body_bytes: args.max_body_bytes, ..Limits::default() };
-    tracelake_server::serve(listener, store, limits, shutdown_signal()).await?;
+    tracelake_server::serve(listener, grpc, store, limits, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -26,14 +26,19 @@ fn python() -> PathBuf {
 struct Server {
     child: Child,
     port: u16,
+    grpc_port: u16,
     _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Server {
     /// The stock `mlflow server` 3.17.2 from the virtualenv, for the differential test.
     fn start_mlflow() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mlflow = python().with_file_name("mlflow");
         let child = Command::new(mlflow)
             .arg("server")
@@ -47,7 +52,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mlflow server");
-        let server = Server { child, port, _dir: dir };
+        let server = Server { child, port, grpc_port: 0, _dir: dir };
         server.wait_until_up(Duration::from_secs(180));
         server
     }
@@ -62,14 +67,16 @@ impl Server {
 
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
+        let grpc_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-            .args(["server", "--port", &port.to_string(), "--backend-store-uri"])
+            .args(["server", "--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
+            .arg("--backend-store-uri")
             .arg(dir.path().join("tracelake.db"))
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tracelake server");
-        let server = Server { child, port, _dir: dir };
+        let server = Server { child, port, grpc_port, _dir: dir };
         server.wait_until_up(Duration::from_secs(30));
         server
     }
@@ -105,17 +112,21 @@ impl Drop for Server {
 }
 
 fn run_client(server: &Server, extra: &[&str]) {
+    run_script(server, "server_e2e.py", extra);
+}
+
+fn run_script(server: &Server, script: &str, extra: &[&str]) {
     let out = Command::new(python())
-        .arg(repo().join("tests/python/server_e2e.py"))
+        .arg(repo().join("tests/python").join(script))
         .arg(server.url())
         .args(extra)
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .output()
-        .expect("run server_e2e.py");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("ok:"),
-        "the MLflow client saw a difference ({}):\n{stdout}\n{}",
+        "{script} failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -142,4 +153,13 @@ fn the_same_client_checks_pass_against_the_stock_mlflow_server() {
     let server = Server::start_mlflow();
     run_client(&server, &[]);
     run_client(&server, &["--sync"]);
+}
+
+/// Spans sent by the stock OpenTelemetry Python exporters, over http/protobuf and over gRPC,
+/// arrive whole in their experiments and read back through the MLflow client.
+#[test]
+fn opentelemetry_exporters_send_over_http_and_grpc() {
+    let server = Server::start();
+    let grpc = format!("127.0.0.1:{}", server.grpc_port);
+    run_script(&server, "otel_export.py", &[&grpc]);
 }

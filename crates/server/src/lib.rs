@@ -53,21 +53,52 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Serves `store` on `listener` until `shutdown` completes, then writes everything that was
-/// accepted before returning.
+/// Serves `store` over HTTP on `listener` and, when given, OTLP/gRPC on `grpc`, until
+/// `shutdown` completes; then writes everything that was accepted before returning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
     store: Arc<dyn TraceStore>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (ingest, writer) =
         IngestService::start(store.clone(), ingest::DEFAULT_QUEUE_REQUESTS, ingest::DEFAULT_MAX_WRITE_ITEMS);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let grpc_task = grpc.map(|listener| {
+        let service = api::grpc::GrpcTraceService::new(ingest.clone()).into_server();
+        let addr = listener.local_addr().ok();
+        tracing::info!(target: "tracelake::server", "OTLP/gRPC on {}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+        })
+    });
+
     let app = router(AppState { store, ingest, limits });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(target: "tracelake::server", "listening on http://{}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    // The router (and with it the last ingest handle) is gone: the writer drains and stops.
+    axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;
+    if let Some(task) = grpc_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(target: "tracelake::server", "OTLP/gRPC server failed: {e}"),
+            Err(e) => tracing::error!(target: "tracelake::server", "OTLP/gRPC server task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    // Every ingest handle is gone with the servers: the writer drains the queue and stops.
     let _ = writer.await;
     Ok(())
 }

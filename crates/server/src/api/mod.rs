@@ -1,6 +1,7 @@
 //! The HTTP routes. Every MLflow REST route is also served under `/ajax-api`, as MLflow does.
 
 mod experiments;
+pub mod grpc;
 mod meta;
 pub(crate) mod otlp;
 mod traces;
