@@ -41,7 +41,10 @@ def send(exporter, service: str) -> str:
     with tracer.start_as_current_span("chat-request") as root:
         root.set_attribute("openinference.span.kind", "CHAIN")
         root.set_attribute("input.value", "what is tracing?")
+        root.set_attribute("output.value", "recording every step")
+        root.set_attribute("session.id", "conversation-7")
         with tracer.start_as_current_span("llm") as llm:
+            llm.set_attribute("gen_ai.operation.name", "chat")
             llm.set_attribute("gen_ai.request.model", "gpt-x")
             llm.set_attribute("gen_ai.usage.input_tokens", 12)
             llm.set_attribute("gen_ai.usage.output_tokens", 3)
@@ -83,6 +86,14 @@ def main() -> None:
         check(llm.attributes.get("gen_ai.request.model") == "gpt-x", "string attributes arrive as strings")
         check(llm.attributes.get("gen_ai.usage.input_tokens") == 12, "integer attributes arrive as integers")
         check(trace.info.tags.get("mlflow.traceName") == "chat-request", "the trace is named after its root")
+        # foreign conventions arrive translated
+        check(root.span_type == "CHAIN", f"OpenInference kind becomes the span type: {root.span_type}")
+        check(llm.span_type == "CHAT_MODEL", f"GenAI chat becomes CHAT_MODEL: {llm.span_type}")
+        check(root.inputs == "what is tracing?", f"input.value becomes the inputs: {root.inputs!r}")
+        check(trace.info.request_preview == '"what is tracing?"', f"the request preview is the inputs' JSON: {trace.info.request_preview!r}")
+        usage = trace.info.token_usage or {}
+        check(usage.get("total_tokens") == 15, f"GenAI usage is summed into the trace: {usage}")
+        check(trace.info.trace_metadata.get("mlflow.trace.session") == "conversation-7", "session.id is the session")
     print(f"ok: {CHECKS} checks")
 
 

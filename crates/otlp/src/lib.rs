@@ -14,6 +14,8 @@
 //! Errors name the element: `resource_spans[0].scope_spans[1].spans[3].trace_id: expected 16
 //! bytes, got 8`.
 
+pub mod semconv;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -74,7 +76,8 @@ pub struct IngestedSpan {
     pub scope_version: String,
 }
 
-/// Every span of a request, converted. The request is taken whole or refused whole.
+/// Every span of a request, converted, with foreign semantic conventions translated
+/// ([`semconv`]). The request is taken whole or refused whole.
 pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<IngestedSpan>, OtlpError> {
     let mut out = Vec::new();
     for (r, rs) in request.resource_spans.iter().enumerate() {
@@ -84,8 +87,10 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Ing
                 ss.scope.as_ref().map(|sc| (sc.name.clone(), sc.version.clone())).unwrap_or_default();
             for (i, otlp) in ss.spans.iter().enumerate() {
                 let path = format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
+                let mut span = span_from_otlp(otlp, &path)?;
+                semconv::translate(&mut span);
                 out.push(IngestedSpan {
-                    span: span_from_otlp(otlp, &path)?,
+                    span,
                     resource: resource.clone(),
                     scope_name: scope_name.clone(),
                     scope_version: scope_version.clone(),

@@ -28,6 +28,17 @@ pub fn refresh_from_spans(info: &mut TraceInfo, spans: &[Span], from_spans: bool
             Some(_) => TraceState::Ok,
         };
     }
+    // Session and user, as OpenTelemetry instrumentations record them on spans.
+    for (meta_key, attrs) in [
+        (metadata_keys::SESSION, &["session.id", "gen_ai.conversation.id"][..]),
+        (metadata_keys::USER, &["user.id"][..]),
+    ] {
+        if !info.trace_metadata.contains_key(meta_key)
+            && let Some(v) = spans.iter().find_map(|s| attrs.iter().find_map(|a| s.attributes.get_str(a)))
+        {
+            info.trace_metadata.insert(meta_key.into(), v.into_owned());
+        }
+    }
     if let Some(usage) = aggregate_token_usage(spans) {
         info.trace_metadata
             .entry(metadata_keys::TOKEN_USAGE.into())
