@@ -162,6 +162,14 @@ def main() -> None:
     check(deleted == 1, f"delete by time and count deleted {deleted}")
     left = client.search_traces(locations=[exp_id])
     check(len(left) == 3, f"three traces left, found {len(left)}")
+
+    with mlflow.start_run(run_name=f"run-{run}") as active:
+        agent("inside a run", run)
+    flush()
+    run_id = active.info.run_id
+    check(client.get_run(run_id).info.status == "FINISHED", "the run is ended")
+    in_run = wait_for(lambda: mlflow.search_traces(run_id=run_id, return_type="list"), 1, "search by run_id")
+    check(in_run[0].info.trace_metadata.get("mlflow.sourceRun") == run_id, "the trace names its run")
     print(f"ok: {CHECKS} checks")
 
 

@@ -20,12 +20,13 @@ use tracelake_store::derive::{info_from_spans, merge_info, order_spans, refresh_
 use tracelake_store::eval::{decode_page_token, encode_page_token, like};
 use tracelake_store::{
     Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, MAX_RESULTS_LIMIT,
-    MAX_TRACES_PER_LINK, Op, OrderKey, Page, SpanField, StoreError, StoreResult, Target, TraceQuery,
-    TraceStore, ViewType, WriteBatch,
+    MAX_TRACES_PER_LINK, NewRun, Op, OrderKey, Page, Run, SpanField, StoreError, StoreResult, Target,
+    TraceQuery, TraceStore, ViewType, WriteBatch, check_run_status,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: [&str; 2] =
+    [include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_runs.sql")];
 
 /// How many connections serve reads.
 const READERS: usize = 2;
@@ -236,6 +237,55 @@ fn name_taken(conn: &Connection, name: &str, except: Option<i64>) -> StoreResult
         |r| r.get(0),
     )
     .map_err(internal)
+}
+
+// ---- runs ----------------------------------------------------------------------------------
+
+fn load_run(conn: &Connection, run_id: &str) -> StoreResult<Run> {
+    let row = conn
+        .query_row(
+            "SELECT experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri
+             FROM runs WHERE run_id = ?1",
+            params![run_id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(internal)?;
+    let Some((experiment_id, run_name, user_id, status, start_time_ms, end_time_ms, stage, artifact_uri)) =
+        row
+    else {
+        return Err(StoreError::NotFound(format!("Run '{run_id}' not found")));
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT key, value FROM run_tags WHERE run_id = ?1").map_err(internal)?;
+    let tags = stmt
+        .query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(internal)?
+        .collect::<Result<BTreeMap<String, String>, _>>()
+        .map_err(internal)?;
+    Ok(Run {
+        run_id: run_id.to_owned(),
+        experiment_id: experiment_id.to_string(),
+        run_name,
+        user_id,
+        status,
+        start_time_ms,
+        end_time_ms,
+        lifecycle_stage: if stage == "deleted" { LifecycleStage::Deleted } else { LifecycleStage::Active },
+        artifact_uri,
+        tags,
+    })
 }
 
 // ---- traces: reading and writing -----------------------------------------------------------
@@ -929,6 +979,77 @@ impl TraceStore for SqliteStore {
                 "INSERT INTO experiment_tags VALUES (?1, ?2, ?3)
                  ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
                 params![parse_experiment_id(&id)?, key, value],
+            )
+            .map_err(internal)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
+        self.write_tx(move |tx| {
+            let experiment = require_active(tx, &run.experiment_id)?;
+            let run_id = TraceId::random().to_string();
+            let name = run.run_name.filter(|n| !n.is_empty()).unwrap_or_else(|| run_id.clone());
+            tx.execute(
+                "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, NULL, 'active', ?6)",
+                params![
+                    run_id,
+                    parse_experiment_id(&experiment.experiment_id)?,
+                    name,
+                    run.user_id,
+                    run.start_time_ms,
+                    format!("{}/{run_id}/artifacts", experiment.artifact_location),
+                ],
+            )
+            .map_err(internal)?;
+            for (k, v) in &run.tags {
+                tx.execute(
+                    "INSERT INTO run_tags VALUES (?1, ?2, ?3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                    params![run_id, k, v],
+                )
+                .map_err(internal)?;
+            }
+            load_run(tx, &run_id)
+        })
+        .await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run> {
+        let id = run_id.to_owned();
+        self.read(move |c| load_run(c, &id)).await
+    }
+
+    async fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time_ms: Option<i64>,
+        run_name: Option<&str>,
+    ) -> StoreResult<Run> {
+        check_run_status(status)?;
+        let (id, status, name) = (run_id.to_owned(), status.map(str::to_owned), run_name.map(str::to_owned));
+        self.write_tx(move |tx| {
+            load_run(tx, &id)?;
+            tx.execute(
+                "UPDATE runs SET status = COALESCE(?2, status), end_time = COALESCE(?3, end_time),
+                                 run_name = COALESCE(NULLIF(?4, ''), run_name)
+                 WHERE run_id = ?1",
+                params![id, status, end_time_ms, name],
+            )
+            .map_err(internal)?;
+            load_run(tx, &id)
+        })
+        .await
+    }
+
+    async fn set_run_tag(&self, run_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        let (id, key, value) = (run_id.to_owned(), key.to_owned(), value.to_owned());
+        self.write_tx(move |tx| {
+            load_run(tx, &id)?;
+            tx.execute(
+                "INSERT INTO run_tags VALUES (?1, ?2, ?3) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                params![id, key, value],
             )
             .map_err(internal)?;
             Ok(())

@@ -15,7 +15,7 @@ use tracelake_model::{
 
 use crate::filter::{parse_filter, parse_order_by};
 use crate::store::{StoreError, TraceStore};
-use crate::types::{DeleteTraces, LifecycleStage, TraceQuery, ViewType, WriteBatch};
+use crate::types::{DeleteTraces, LifecycleStage, NewRun, TraceQuery, ViewType, WriteBatch};
 
 /// Expands to one test per conformance case, each on the store `$make` (an async expression)
 /// produces.
@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             trace_tags_are_set_and_deleted,
             traces_linked_to_a_run_are_found_by_run_id,
             get_traces_puts_the_root_first_and_skips_unknown_ids,
+            runs_are_created_updated_and_tagged,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -448,4 +449,40 @@ pub async fn get_traces_puts_the_root_first_and_skips_unknown_ids(store: &dyn Tr
     assert_eq!(got.len(), 1);
     let names: Vec<_> = got[0].spans.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(names, ["agent", "early", "llm"]);
+}
+
+pub async fn runs_are_created_updated_and_tagged(store: &dyn TraceStore) {
+    let exp = store.create_experiment("runs", None, &[]).await.unwrap();
+    let run = store
+        .create_run(NewRun {
+            experiment_id: exp.clone(),
+            run_name: Some("first".into()),
+            user_id: "ann".into(),
+            start_time_ms: 1000,
+            tags: vec![("mlflow.source.name".into(), "train.py".into())],
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.run_id.len(), 32);
+    assert_eq!(
+        (run.status.as_str(), run.experiment_id.as_str(), run.run_name.as_str()),
+        ("RUNNING", exp.as_str(), "first")
+    );
+    store.set_run_tag(&run.run_id, "stage", "eval").await.unwrap();
+    let done = store.update_run(&run.run_id, Some("FINISHED"), Some(2000), None).await.unwrap();
+    assert_eq!((done.status.as_str(), done.end_time_ms), ("FINISHED", Some(2000)));
+    let got = store.get_run(&run.run_id).await.unwrap();
+    assert_eq!(got.tags["stage"], "eval");
+    assert_eq!(got.tags["mlflow.source.name"], "train.py");
+    assert_eq!(got.run_name, "first");
+    assert!(matches!(
+        store.update_run(&run.run_id, Some("DONE"), None, None).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(store.get_run("0000").await, Err(StoreError::NotFound(_))));
+    let unnamed = store.create_run(NewRun { experiment_id: exp.clone(), ..NewRun::default() }).await.unwrap();
+    assert_eq!(unnamed.run_name, unnamed.run_id);
+    store.delete_experiment(&exp).await.unwrap();
+    let refused = store.create_run(NewRun { experiment_id: exp, ..NewRun::default() }).await;
+    assert!(matches!(refused, Err(StoreError::InvalidState(_))));
 }

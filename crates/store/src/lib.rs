@@ -35,6 +35,9 @@ pub use filter::{
     Attribute, Clause, Filter, FilterError, Literal, Op, OrderBy, OrderKey, SpanField, Target, parse_filter,
     parse_order_by,
 };
-pub use memory::{InMemoryStore, MAX_RESULTS_LIMIT, MAX_TRACES_PER_LINK};
+pub use memory::{InMemoryStore, MAX_RESULTS_LIMIT, MAX_TRACES_PER_LINK, check_run_status};
 pub use store::{StoreError, StoreResult, TraceStore};
-pub use types::{DeleteTraces, Experiment, LifecycleStage, Page, TraceQuery, ViewType, WriteBatch};
+pub use types::{
+    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery, ViewType,
+    WriteBatch,
+};

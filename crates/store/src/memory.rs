@@ -11,7 +11,10 @@ use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, tag_keys};
 use crate::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
 use crate::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use crate::store::{StoreError, StoreResult, TraceStore};
-use crate::types::{DeleteTraces, Experiment, LifecycleStage, Page, TraceQuery, ViewType, WriteBatch};
+use crate::types::{
+    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery, ViewType,
+    WriteBatch,
+};
 
 /// Most results one search or listing page may ask for.
 pub const MAX_RESULTS_LIMIT: usize = 50_000;
@@ -29,6 +32,7 @@ struct State {
     experiments: BTreeMap<i64, Experiment>,
     next_experiment_id: i64,
     traces: HashMap<String, Stored>,
+    runs: HashMap<String, Run>,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,7 @@ impl InMemoryStore {
             experiments: BTreeMap::from([(0, default_experiment())]),
             next_experiment_id: 1,
             traces: HashMap::new(),
+            runs: HashMap::new(),
         };
         Self { state: RwLock::new(state) }
     }
@@ -125,6 +130,17 @@ impl State {
 
     fn trace_mut(&mut self, id: &str) -> StoreResult<&mut Stored> {
         self.traces.get_mut(id).ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))
+    }
+}
+
+/// Refuses a status MLflow does not know.
+pub fn check_run_status(status: Option<&str>) -> StoreResult<()> {
+    match status {
+        Some(s) if !RUN_STATUSES.contains(&s) => Err(StoreError::InvalidArgument(format!(
+            "invalid run status {s:?}: expected one of {}",
+            RUN_STATUSES.join(", ")
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -237,6 +253,70 @@ impl TraceStore for InMemoryStore {
         let mut s = self.state.write();
         let e = s.experiment_mut(experiment_id)?;
         e.tags.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
+        let mut s = self.state.write();
+        let experiment = s.active_experiment(&run.experiment_id)?.clone();
+        let run_id = TraceId::random().to_string();
+        let created = Run {
+            run_name: run.run_name.filter(|n| !n.is_empty()).unwrap_or_else(|| run_id.clone()),
+            artifact_uri: format!("{}/{run_id}/artifacts", experiment.artifact_location),
+            run_id: run_id.clone(),
+            experiment_id: experiment.experiment_id,
+            user_id: run.user_id,
+            status: "RUNNING".into(),
+            start_time_ms: run.start_time_ms,
+            end_time_ms: None,
+            lifecycle_stage: LifecycleStage::Active,
+            tags: run.tags.into_iter().collect(),
+        };
+        s.runs.insert(run_id, created.clone());
+        Ok(created)
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run> {
+        self.state
+            .read()
+            .runs
+            .get(run_id)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("Run '{run_id}' not found")))
+    }
+
+    async fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time_ms: Option<i64>,
+        run_name: Option<&str>,
+    ) -> StoreResult<Run> {
+        check_run_status(status)?;
+        let mut s = self.state.write();
+        let run = s
+            .runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::NotFound(format!("Run '{run_id}' not found")))?;
+        if let Some(st) = status {
+            run.status = st.to_owned();
+        }
+        if end_time_ms.is_some() {
+            run.end_time_ms = end_time_ms;
+        }
+        if let Some(name) = run_name.filter(|n| !n.is_empty()) {
+            run.run_name = name.to_owned();
+        }
+        Ok(run.clone())
+    }
+
+    async fn set_run_tag(&self, run_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        let mut s = self.state.write();
+        let run = s
+            .runs
+            .get_mut(run_id)
+            .ok_or_else(|| StoreError::NotFound(format!("Run '{run_id}' not found")))?;
+        run.tags.insert(key.to_owned(), value.to_owned());
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tracelake_model::{Trace, TraceInfo};
 
 use crate::filter::FilterError;
-use crate::types::{DeleteTraces, Experiment, Page, TraceQuery, ViewType, WriteBatch};
+use crate::types::{DeleteTraces, Experiment, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch};
 
 /// Why a store refused or failed a call. Each kind maps to one MLflow error code, and so to
 /// one HTTP status, in exactly one place in the server.
@@ -90,6 +90,24 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn restore_experiment(&self, experiment_id: &str) -> StoreResult<()>;
 
     async fn set_experiment_tag(&self, experiment_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    // ---- runs ----
+
+    /// Creates a run in an active experiment (named after its id when no name is given).
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run>;
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run>;
+
+    /// Updates a run's status, end time and name; `None` leaves a field as it is.
+    async fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time_ms: Option<i64>,
+        run_name: Option<&str>,
+    ) -> StoreResult<Run>;
+
+    async fn set_run_tag(&self, run_id: &str, key: &str, value: &str) -> StoreResult<()>;
 
     // ---- traces ----
 

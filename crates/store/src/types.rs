@@ -99,3 +99,34 @@ pub enum DeleteTraces {
     OlderThan { experiment_id: String, max_timestamp_ms: i64, max_traces: Option<usize> },
     Ids { experiment_id: String, trace_ids: Vec<String> },
 }
+
+/// An MLflow run, as far as tracing needs one: traces made inside `with mlflow.start_run()`
+/// name it in their metadata (`mlflow.sourceRun`) and are searched by it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// 32 hex digits.
+    pub run_id: String,
+    pub experiment_id: String,
+    pub run_name: String,
+    pub user_id: String,
+    /// `RUNNING`, `SCHEDULED`, `FINISHED`, `FAILED` or `KILLED`.
+    pub status: String,
+    pub start_time_ms: i64,
+    pub end_time_ms: Option<i64>,
+    pub lifecycle_stage: LifecycleStage,
+    pub artifact_uri: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The run statuses MLflow knows.
+pub const RUN_STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// A new run's fields.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: String,
+    pub run_name: Option<String>,
+    pub user_id: String,
+    pub start_time_ms: i64,
+    pub tags: Vec<(String, String)>,
+}

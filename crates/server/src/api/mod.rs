@@ -4,6 +4,7 @@ mod experiments;
 pub mod grpc;
 mod meta;
 pub(crate) mod otlp;
+mod runs;
 mod traces;
 
 use axum::Router;
@@ -24,6 +25,11 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/2.0/mlflow/experiments/delete", post(experiments::delete))
         .route("/2.0/mlflow/experiments/restore", post(experiments::restore))
         .route("/2.0/mlflow/experiments/set-experiment-tag", post(experiments::set_tag))
+        .route("/2.0/mlflow/runs/create", post(runs::create))
+        .route("/2.0/mlflow/runs/get", get(runs::get))
+        .route("/2.0/mlflow/runs/update", post(runs::update))
+        .route("/2.0/mlflow/runs/set-tag", post(runs::set_tag))
+        .route("/2.0/mlflow/runs/log-batch", post(runs::log_batch))
         .route("/3.0/mlflow/traces", post(traces::start_trace))
         .route("/3.0/mlflow/traces/get", get(traces::get_trace))
         .route("/3.0/mlflow/traces/batchGet", get(traces::batch_get))
