@@ -19,9 +19,8 @@ use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, TraceState
 use tracelake_store::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
 use tracelake_store::eval::{decode_page_token, encode_page_token, like};
 use tracelake_store::{
-    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, MAX_RESULTS_LIMIT,
-    MAX_TRACES_PER_LINK, NewRun, Op, OrderKey, Page, Run, SpanField, StoreError, StoreResult, Target,
-    TraceQuery, TraceStore, ViewType, WriteBatch, check_run_status,
+    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, OrderKey, Page, Run,
+    SpanField, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -153,12 +152,6 @@ impl SqliteStore {
 
 // ---- experiments -------------------------------------------------------------------------
 
-fn parse_experiment_id(id: &str) -> StoreResult<i64> {
-    id.parse::<i64>().map_err(|_| {
-        StoreError::InvalidArgument(format!("invalid experiment id {id:?}: expected an integer"))
-    })
-}
-
 fn load_experiment(conn: &Connection, id: i64) -> StoreResult<Option<Experiment>> {
     let row = conn
         .query_row(
@@ -200,7 +193,7 @@ fn load_experiment(conn: &Connection, id: i64) -> StoreResult<Option<Experiment>
 }
 
 fn require_experiment(conn: &Connection, id: &str) -> StoreResult<Experiment> {
-    load_experiment(conn, parse_experiment_id(id)?)?
+    load_experiment(conn, validate::experiment_id(id)?)?
         .ok_or_else(|| StoreError::NotFound(format!("No Experiment with id={id} exists")))
 }
 
@@ -212,22 +205,6 @@ fn require_active(conn: &Connection, id: &str) -> StoreResult<Experiment> {
         )));
     }
     Ok(e)
-}
-
-fn validate_name(name: &str) -> StoreResult<()> {
-    if name.trim().is_empty() {
-        return Err(StoreError::InvalidArgument("experiment name must not be empty".into()));
-    }
-    Ok(())
-}
-
-fn check_max_results(n: usize) -> StoreResult<()> {
-    if n == 0 || n > MAX_RESULTS_LIMIT {
-        return Err(StoreError::InvalidArgument(format!(
-            "max_results must be between 1 and {MAX_RESULTS_LIMIT}, got {n}"
-        )));
-    }
-    Ok(())
 }
 
 fn name_taken(conn: &Connection, name: &str, except: Option<i64>) -> StoreResult<bool> {
@@ -451,15 +428,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
     for info in &batch.infos {
-        TraceId::from_mlflow(&info.trace_id)
-            .map_err(|e| StoreError::InvalidArgument(format!("trace info: {e}")))?;
-        let Some(experiment_id) = info.trace_location.experiment_id() else {
-            return Err(StoreError::InvalidArgument(format!(
-                "trace {}: only MLFLOW_EXPERIMENT locations are stored here, got {}",
-                info.trace_id,
-                info.trace_location.type_name()
-            )));
-        };
+        let experiment_id = validate::trace_info(info)?;
         if !experiments.contains_key(experiment_id) {
             experiments.insert(experiment_id.to_owned(), require_active(tx, experiment_id)?);
         }
@@ -485,7 +454,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
             .as_ref()
             .and_then(|(i, _)| i.trace_location.experiment_id().map(str::to_owned))
             .unwrap_or(experiment_id);
-        let exp_id = parse_experiment_id(&exp)?;
+        let exp_id = validate::experiment_id(&exp)?;
         if existing.is_none() {
             let placeholder = info_from_spans(&trace_id, &exp, &spans);
             save_info(tx, &placeholder, exp_id, true)?;
@@ -518,7 +487,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     }
     for incoming in batch.infos {
         let exp = incoming.trace_location.experiment_id().unwrap_or("0").to_owned();
-        let exp_id = parse_experiment_id(&exp)?;
+        let exp_id = validate::experiment_id(&exp)?;
         let artifact_root = experiments.get(&exp).map(|e| e.artifact_location.clone()).unwrap_or_default();
         let mut info = match load_info(tx, &incoming.trace_id)? {
             Some((info, _)) => info,
@@ -775,12 +744,12 @@ fn order_expr(sql: &mut Sql, key: &OrderKey) -> String {
 }
 
 fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
-    check_max_results(query.max_results)?;
+    validate::max_results(query.max_results)?;
     let offset = decode_page_token(query.page_token.as_deref())?;
     let mut experiment_ids = Vec::new();
     for id in &query.experiment_ids {
         require_experiment(conn, id)?;
-        experiment_ids.push(parse_experiment_id(id)?);
+        experiment_ids.push(validate::experiment_id(id)?);
     }
     if experiment_ids.is_empty() {
         return Ok(Page { items: vec![], next_page_token: None });
@@ -843,7 +812,7 @@ impl TraceStore for SqliteStore {
         artifact_location: Option<&str>,
         tags: &[(String, String)],
     ) -> StoreResult<String> {
-        validate_name(name)?;
+        validate::experiment_name(name)?;
         let (name, artifact_location, tags) =
             (name.to_owned(), artifact_location.map(str::to_owned), tags.to_vec());
         self.write_tx(move |tx| {
@@ -894,7 +863,7 @@ impl TraceStore for SqliteStore {
         max_results: usize,
         page_token: Option<&str>,
     ) -> StoreResult<Page<Experiment>> {
-        check_max_results(max_results)?;
+        validate::max_results(max_results)?;
         let offset = decode_page_token(page_token)?;
         self.read(move |c| {
             let stage = match view {
@@ -924,7 +893,7 @@ impl TraceStore for SqliteStore {
     }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {
-        validate_name(new_name)?;
+        validate::experiment_name(new_name)?;
         let (id, name) = (experiment_id.to_owned(), new_name.to_owned());
         self.write_tx(move |tx| {
             let key = require_experiment(tx, &id)?.experiment_id.parse::<i64>().map_err(internal)?;
@@ -947,7 +916,7 @@ impl TraceStore for SqliteStore {
             require_experiment(tx, &id)?;
             tx.execute(
                 "UPDATE experiments SET lifecycle_stage = 'deleted', last_update_time = ?2 WHERE experiment_id = ?1",
-                params![parse_experiment_id(&id)?, now_ms()],
+                params![validate::experiment_id(&id)?, now_ms()],
             )
             .map_err(internal)?;
             Ok(())
@@ -963,7 +932,7 @@ impl TraceStore for SqliteStore {
             }
             tx.execute(
                 "UPDATE experiments SET lifecycle_stage = 'active', last_update_time = ?2 WHERE experiment_id = ?1",
-                params![parse_experiment_id(&id)?, now_ms()],
+                params![validate::experiment_id(&id)?, now_ms()],
             )
             .map_err(internal)?;
             Ok(())
@@ -978,7 +947,7 @@ impl TraceStore for SqliteStore {
             tx.execute(
                 "INSERT INTO experiment_tags VALUES (?1, ?2, ?3)
                  ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-                params![parse_experiment_id(&id)?, key, value],
+                params![validate::experiment_id(&id)?, key, value],
             )
             .map_err(internal)?;
             Ok(())
@@ -995,7 +964,7 @@ impl TraceStore for SqliteStore {
                 "INSERT INTO runs VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, NULL, 'active', ?6)",
                 params![
                     run_id,
-                    parse_experiment_id(&experiment.experiment_id)?,
+                    validate::experiment_id(&experiment.experiment_id)?,
                     name,
                     run.user_id,
                     run.start_time_ms,
@@ -1027,7 +996,7 @@ impl TraceStore for SqliteStore {
         end_time_ms: Option<i64>,
         run_name: Option<&str>,
     ) -> StoreResult<Run> {
-        check_run_status(status)?;
+        validate::run_status(status)?;
         let (id, status, name) = (run_id.to_owned(), status.map(str::to_owned), run_name.map(str::to_owned));
         self.write_tx(move |tx| {
             load_run(tx, &id)?;
@@ -1108,14 +1077,14 @@ impl TraceStore for SqliteStore {
                              ORDER BY request_time_ms ASC, trace_id ASC LIMIT ?3",
                         )
                         .map_err(internal)?;
-                    stmt.query_map(params![parse_experiment_id(experiment_id)?, max_timestamp_ms, limit], |r| r.get(0))
+                    stmt.query_map(params![validate::experiment_id(experiment_id)?, max_timestamp_ms, limit], |r| r.get(0))
                         .map_err(internal)?
                         .collect::<Result<_, _>>()
                         .map_err(internal)?
                 }
                 DeleteTraces::Ids { experiment_id, trace_ids } => {
                     require_experiment(tx, experiment_id)?;
-                    let exp = parse_experiment_id(experiment_id)?;
+                    let exp = validate::experiment_id(experiment_id)?;
                     let mut found = Vec::new();
                     for id in trace_ids {
                         let ok: bool = tx
@@ -1189,12 +1158,7 @@ impl TraceStore for SqliteStore {
     }
 
     async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()> {
-        if trace_ids.len() > MAX_TRACES_PER_LINK {
-            return Err(StoreError::InvalidArgument(format!(
-                "at most {MAX_TRACES_PER_LINK} traces can be linked in one call, got {}",
-                trace_ids.len()
-            )));
-        }
+        validate::traces_per_link(trace_ids.len())?;
         let (ids, run) = (trace_ids.to_vec(), run_id.to_owned());
         self.write_tx(move |tx| {
             for id in &ids {

@@ -6,6 +6,7 @@
 //!   [`Filter`] and [`OrderBy`] that each backend answers from its own indexes.
 //! - [`eval`]: the reference semantics of a filter over traces in memory.
 //! - [`derive`]: how a trace's info follows from its spans and from infos written for it.
+//! - [`validate`]: argument checks every backend applies alike.
 //! - [`InMemoryStore`]: the reference backend.
 //! - [`conformance`]: the suite every backend passes (`conformance_suite!`).
 //!
@@ -30,12 +31,13 @@ mod filter;
 mod memory;
 mod store;
 mod types;
+pub mod validate;
 
 pub use filter::{
     Attribute, Clause, Filter, FilterError, Literal, Op, OrderBy, OrderKey, SpanField, Target, parse_filter,
     parse_order_by,
 };
-pub use memory::{InMemoryStore, MAX_RESULTS_LIMIT, MAX_TRACES_PER_LINK, check_run_status};
+pub use memory::InMemoryStore;
 pub use store::{StoreError, StoreResult, TraceStore};
 pub use types::{
     DeleteTraces, Experiment, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery, ViewType,

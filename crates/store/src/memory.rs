@@ -12,14 +12,9 @@ use crate::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans
 use crate::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use crate::store::{StoreError, StoreResult, TraceStore};
 use crate::types::{
-    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery, ViewType,
-    WriteBatch,
+    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch,
 };
-
-/// Most results one search or listing page may ask for.
-pub const MAX_RESULTS_LIMIT: usize = 50_000;
-/// Most traces one `link_traces_to_run` call may name, as in MLflow.
-pub const MAX_TRACES_PER_LINK: usize = 100;
+use crate::validate;
 
 /// A [`TraceStore`] in memory.
 #[derive(Debug)]
@@ -81,30 +76,15 @@ impl InMemoryStore {
     }
 }
 
-fn parse_experiment_id(id: &str) -> StoreResult<i64> {
-    id.parse::<i64>().map_err(|_| {
-        StoreError::InvalidArgument(format!("invalid experiment id {id:?}: expected an integer"))
-    })
-}
-
-fn check_max_results(n: usize) -> StoreResult<()> {
-    if n == 0 || n > MAX_RESULTS_LIMIT {
-        return Err(StoreError::InvalidArgument(format!(
-            "max_results must be between 1 and {MAX_RESULTS_LIMIT}, got {n}"
-        )));
-    }
-    Ok(())
-}
-
 impl State {
     fn experiment(&self, id: &str) -> StoreResult<&Experiment> {
         self.experiments
-            .get(&parse_experiment_id(id)?)
+            .get(&validate::experiment_id(id)?)
             .ok_or_else(|| StoreError::NotFound(format!("No Experiment with id={id} exists")))
     }
 
     fn experiment_mut(&mut self, id: &str) -> StoreResult<&mut Experiment> {
-        let key = parse_experiment_id(id)?;
+        let key = validate::experiment_id(id)?;
         self.experiments
             .get_mut(&key)
             .ok_or_else(|| StoreError::NotFound(format!("No Experiment with id={id} exists")))
@@ -133,24 +113,6 @@ impl State {
     }
 }
 
-/// Refuses a status MLflow does not know.
-pub fn check_run_status(status: Option<&str>) -> StoreResult<()> {
-    match status {
-        Some(s) if !RUN_STATUSES.contains(&s) => Err(StoreError::InvalidArgument(format!(
-            "invalid run status {s:?}: expected one of {}",
-            RUN_STATUSES.join(", ")
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn validate_name(name: &str) -> StoreResult<()> {
-    if name.trim().is_empty() {
-        return Err(StoreError::InvalidArgument("experiment name must not be empty".into()));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl TraceStore for InMemoryStore {
     async fn create_experiment(
@@ -159,7 +121,7 @@ impl TraceStore for InMemoryStore {
         artifact_location: Option<&str>,
         tags: &[(String, String)],
     ) -> StoreResult<String> {
-        validate_name(name)?;
+        validate::experiment_name(name)?;
         let mut s = self.state.write();
         if s.name_taken(name) {
             return Err(StoreError::AlreadyExists(format!("Experiment '{name}' already exists.")));
@@ -197,7 +159,7 @@ impl TraceStore for InMemoryStore {
         max_results: usize,
         page_token: Option<&str>,
     ) -> StoreResult<Page<Experiment>> {
-        check_max_results(max_results)?;
+        validate::max_results(max_results)?;
         let offset = decode_page_token(page_token)?;
         let s = self.state.read();
         let all: Vec<&Experiment> = s
@@ -216,7 +178,7 @@ impl TraceStore for InMemoryStore {
     }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {
-        validate_name(new_name)?;
+        validate::experiment_name(new_name)?;
         let mut s = self.state.write();
         s.experiment(experiment_id)?;
         if s.experiments.values().any(|e| e.name == new_name && e.experiment_id != experiment_id) {
@@ -292,7 +254,7 @@ impl TraceStore for InMemoryStore {
         end_time_ms: Option<i64>,
         run_name: Option<&str>,
     ) -> StoreResult<Run> {
-        check_run_status(status)?;
+        validate::run_status(status)?;
         let mut s = self.state.write();
         let run = s
             .runs
@@ -324,16 +286,7 @@ impl TraceStore for InMemoryStore {
         let mut s = self.state.write();
         // Validate everything first: a batch is all or nothing.
         for info in &batch.infos {
-            TraceId::from_mlflow(&info.trace_id)
-                .map_err(|e| StoreError::InvalidArgument(format!("trace info: {e}")))?;
-            let Some(experiment_id) = info.trace_location.experiment_id() else {
-                return Err(StoreError::InvalidArgument(format!(
-                    "trace {}: only MLFLOW_EXPERIMENT locations are stored here, got {}",
-                    info.trace_id,
-                    info.trace_location.type_name()
-                )));
-            };
-            s.active_experiment(experiment_id)?;
+            s.active_experiment(validate::trace_info(info)?)?;
         }
         for (experiment_id, _) in &batch.spans {
             s.active_experiment(experiment_id)?;
@@ -416,7 +369,7 @@ impl TraceStore for InMemoryStore {
     }
 
     async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
-        check_max_results(query.max_results)?;
+        validate::max_results(query.max_results)?;
         let offset = decode_page_token(query.page_token.as_deref())?;
         let s = self.state.read();
         for id in &query.experiment_ids {
@@ -492,12 +445,7 @@ impl TraceStore for InMemoryStore {
     }
 
     async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()> {
-        if trace_ids.len() > MAX_TRACES_PER_LINK {
-            return Err(StoreError::InvalidArgument(format!(
-                "at most {MAX_TRACES_PER_LINK} traces can be linked in one call, got {}",
-                trace_ids.len()
-            )));
-        }
+        validate::traces_per_link(trace_ids.len())?;
         let mut s = self.state.write();
         for id in trace_ids {
             s.trace(id)?;
