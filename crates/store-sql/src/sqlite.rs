@@ -24,8 +24,11 @@ use tracelake_store::{
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: [&str; 2] =
-    [include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_runs.sql")];
+const MIGRATIONS: [&str; 3] = [
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_runs.sql"),
+    include_str!("../migrations/0003_sequential_trace_keys.sql"),
+];
 
 /// How many connections serve reads.
 const READERS: usize = 2;
@@ -306,7 +309,7 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo
     };
     let map = |table: &str| -> StoreResult<BTreeMap<String, String>> {
         let mut stmt = conn
-            .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_id = ?1"))
+            .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)"))
             .map_err(internal)?;
         stmt.query_map(params![trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(internal)?
@@ -360,12 +363,14 @@ fn save_info(
     ])
     .map_err(internal)?;
     for (table, map) in [("trace_tags", &info.tags), ("trace_metadata", &info.trace_metadata)] {
-        tx.prepare_cached(&format!("DELETE FROM {table} WHERE trace_id = ?1"))
-            .map_err(internal)?
-            .execute(params![info.trace_id])
-            .map_err(internal)?;
+        tx.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)"
+        ))
+        .map_err(internal)?
+        .execute(params![info.trace_id])
+        .map_err(internal)?;
         let mut insert = tx
-            .prepare_cached(&format!("INSERT INTO {table} (trace_id, key, value) VALUES (?1, ?2, ?3)"))
+            .prepare_cached(&format!("INSERT INTO {table} (trace_key, key, value) VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3)"))
             .map_err(internal)?;
         for (k, v) in map {
             insert.execute(params![info.trace_id, k, v]).map_err(internal)?;
@@ -377,7 +382,7 @@ fn save_info(
 fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT content FROM spans WHERE trace_id = ?1
+            "SELECT content FROM spans WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)
              ORDER BY parent_span_id IS NOT NULL, start_time_ns, span_id",
         )
         .map_err(internal)?;
@@ -398,10 +403,10 @@ fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
 fn upsert_span(tx: &Transaction<'_>, trace_id: &str, span: &Span) -> StoreResult<()> {
     let content = serde_json::to_string(span).map_err(internal)?;
     tx.prepare_cached(
-        "INSERT INTO spans (trace_id, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns,
+        "INSERT INTO spans (trace_key, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns,
                             token_usage, content)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (trace_id, span_id) DO UPDATE SET
+         VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (trace_key, span_id) DO UPDATE SET
              parent_span_id = excluded.parent_span_id, name = excluded.name, type = excluded.type,
              status = excluded.status, start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns,
              token_usage = excluded.token_usage, content = excluded.content",
@@ -606,13 +611,13 @@ fn kv_condition(sql: &mut Sql, table: &str, key: &str, clause: &Clause) -> Store
     match clause.op {
         Op::IsNull | Op::IsNotNull => {
             sql.push(if clause.op == Op::IsNull { "NOT EXISTS" } else { "EXISTS" });
-            sql.push(&format!(" (SELECT 1 FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = "))
+            sql.push(&format!(" (SELECT 1 FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = "))
                 .bind_str(key);
             sql.push(")");
         }
         _ => {
             sql.push(&format!(
-                "EXISTS (SELECT 1 FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = "
+                "EXISTS (SELECT 1 FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = "
             ))
             .bind_str(key);
             sql.push(" AND ");
@@ -651,11 +656,11 @@ fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
                     ..clause.clone()
                 };
                 let any = |sql: &mut Sql, c: &Clause| -> StoreResult<()> {
-                    sql.push("(EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_id = t.trace_id AND kv.key = ")
+                    sql.push("(EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_key = t.trace_key AND kv.key = ")
                         .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
                         .push(" AND ");
                     text_condition(sql, "kv.value", c)?;
-                    sql.push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_id = t.trace_id AND ");
+                    sql.push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_key = t.trace_key AND ");
                     text_condition(sql, "r.run_id", c)?;
                     sql.push("))");
                     Ok(())
@@ -663,16 +668,16 @@ fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
                 if negative {
                     sql.push("(NOT ");
                     any(sql, &positive)?;
-                    sql.push(" AND (EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_id = t.trace_id AND kv.key = ")
+                    sql.push(" AND (EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_key = t.trace_key AND kv.key = ")
                         .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
-                        .push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_id = t.trace_id)))");
+                        .push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_key = t.trace_key)))");
                     Ok(())
                 } else {
                     any(sql, clause)
                 }
             }
             Attribute::Text => {
-                sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND ");
+                sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_key = t.trace_key AND ");
                 text_condition(sql, "s.content", clause)?;
                 sql.push(")");
                 Ok(())
@@ -701,7 +706,7 @@ fn span_attribute_expr(sql: &mut Sql, key: &str) -> String {
 }
 
 fn span_conditions(sql: &mut Sql, clauses: &[&Clause]) -> StoreResult<()> {
-    sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id");
+    sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_key = t.trace_key");
     for clause in clauses {
         sql.push(" AND ");
         let Target::Span(field) = &clause.target else { unreachable!("only span clauses") };
@@ -724,7 +729,7 @@ fn order_expr(sql: &mut Sql, key: &OrderKey) -> String {
     let kv = |sql: &mut Sql, table: &str, k: &str| {
         sql.params.push(SqlValue::Text(k.to_owned()));
         let n = sql.params.len();
-        format!("(SELECT value FROM {table} kv WHERE kv.trace_id = t.trace_id AND kv.key = ?{n})")
+        format!("(SELECT value FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = ?{n})")
     };
     match key {
         OrderKey::ExperimentId => "t.experiment_id".into(),
@@ -1118,13 +1123,16 @@ impl TraceStore for SqliteStore {
         let (id, key, value) = (trace_id.to_owned(), key.to_owned(), value.to_owned());
         self.write_tx(move |tx| {
             let exists: bool = tx
-                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| r.get(0))
+                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
+                    r.get(0)
+                })
                 .map_err(internal)?;
             if !exists {
                 return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
             }
             tx.execute(
-                "INSERT INTO trace_tags VALUES (?1, ?2, ?3) ON CONFLICT (trace_id, key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO trace_tags VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3)
+                 ON CONFLICT (trace_key, key) DO UPDATE SET value = excluded.value",
                 params![id, key, value],
             )
             .map_err(internal)?;
@@ -1145,7 +1153,7 @@ impl TraceStore for SqliteStore {
                 return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
             }
             let n = tx
-                .execute("DELETE FROM trace_tags WHERE trace_id = ?1 AND key = ?2", params![id, key])
+                .execute("DELETE FROM trace_tags WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1) AND key = ?2", params![id, key])
                 .map_err(internal)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!(
@@ -1170,7 +1178,10 @@ impl TraceStore for SqliteStore {
                 if !exists {
                     return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
                 }
-                tx.execute("INSERT OR IGNORE INTO trace_runs VALUES (?1, ?2)", params![id, run])
+                tx.execute(
+                    "INSERT OR IGNORE INTO trace_runs VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2)",
+                    params![id, run],
+                )
                     .map_err(internal)?;
             }
             Ok(())

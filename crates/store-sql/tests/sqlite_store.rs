@@ -23,3 +23,43 @@ async fn what_was_written_is_there_after_reopening() {
     assert_eq!(store.get_experiment(&id).await.unwrap().name, "kept");
     assert_eq!(store.get_experiment("0").await.unwrap().name, "Default");
 }
+
+/// A database written by the version-2 schema (child rows keyed by trace id) is carried over to
+/// version 3 (sequential trace keys) with every row.
+#[tokio::test]
+async fn a_version_2_database_is_upgraded_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/0001_initial.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/0002_runs.sql")).unwrap();
+        conn.execute_batch(
+            "INSERT INTO experiments VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', 1, 1);
+             INSERT INTO traces VALUES ('tr-0000000000000000000000000000abcd', 0, 1000, 5, 'OK', NULL, 'in', 'out', 0, '[]');
+             INSERT INTO trace_tags VALUES ('tr-0000000000000000000000000000abcd', 'env', 'prod');
+             INSERT INTO trace_metadata VALUES ('tr-0000000000000000000000000000abcd', 'mlflow.trace_schema.version', '3');
+             INSERT INTO trace_runs VALUES ('tr-0000000000000000000000000000abcd', 'run-1');
+             INSERT INTO spans VALUES ('tr-0000000000000000000000000000abcd', 1, NULL, 'root', 'CHAIN', 'OK', 1000000000, 1005000000, NULL,
+               '{\"trace_id\": \"AAAAAAAAAAAAAAAAAACrzQ==\", \"span_id\": \"AAAAAAAAAAE=\", \"parent_span_id\": null, \"name\": \"root\", \"start_time_unix_nano\": 1000000000, \"end_time_unix_nano\": 1005000000, \"events\": [], \"status\": {\"code\": \"STATUS_CODE_OK\", \"message\": \"\"}, \"attributes\": {\"mlflow.traceRequestId\": \"\\\"tr-0000000000000000000000000000abcd\\\"\"}, \"links\": []}');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let id = "tr-0000000000000000000000000000abcd".to_owned();
+    let traces = store.get_traces(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].info.tags["env"], "prod");
+    assert_eq!(traces[0].info.trace_metadata["mlflow.trace_schema.version"], "3");
+    assert_eq!(traces[0].spans.len(), 1);
+    assert_eq!(traces[0].spans[0].name, "root");
+    let query = tracelake_store::TraceQuery {
+        experiment_ids: vec!["0".into()],
+        filter: tracelake_store::parse_filter("run_id = 'run-1' AND tag.env = 'prod' AND span.type = 'CHAIN'").unwrap(),
+        order_by: vec![],
+        max_results: 10,
+        page_token: None,
+    };
+    assert_eq!(store.search_traces(&query).await.unwrap().items.len(), 1);
+}
