@@ -56,7 +56,10 @@ async fn a_version_2_database_is_upgraded_without_loss() {
     assert_eq!(traces[0].spans[0].name, "root");
     let query = tracelake_store::TraceQuery {
         experiment_ids: vec!["0".into()],
-        filter: tracelake_store::parse_filter("run_id = 'run-1' AND tag.env = 'prod' AND span.type = 'CHAIN'").unwrap(),
+        filter: tracelake_store::parse_filter(
+            "run_id = 'run-1' AND tag.env = 'prod' AND span.type = 'CHAIN'",
+        )
+        .unwrap(),
         order_by: vec![],
         max_results: 10,
         page_token: None,
