@@ -210,6 +210,15 @@ fn require_active(conn: &Connection, id: &str) -> StoreResult<Experiment> {
     Ok(e)
 }
 
+fn set_lifecycle_stage(conn: &Connection, id: &str, stage: &str) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE experiments SET lifecycle_stage = ?2, last_update_time = ?3 WHERE experiment_id = ?1",
+        params![validate::experiment_id(id)?, stage, now_ms()],
+    )
+    .map_err(internal)?;
+    Ok(())
+}
+
 fn name_taken(conn: &Connection, name: &str, except: Option<i64>) -> StoreResult<bool> {
     conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM experiments WHERE name = ?1 AND experiment_id IS NOT ?2)",
@@ -919,12 +928,7 @@ impl TraceStore for SqliteStore {
         let id = experiment_id.to_owned();
         self.write_tx(move |tx| {
             require_experiment(tx, &id)?;
-            tx.execute(
-                "UPDATE experiments SET lifecycle_stage = 'deleted', last_update_time = ?2 WHERE experiment_id = ?1",
-                params![validate::experiment_id(&id)?, now_ms()],
-            )
-            .map_err(internal)?;
-            Ok(())
+            set_lifecycle_stage(tx, &id, "deleted")
         })
         .await
     }
@@ -933,14 +937,11 @@ impl TraceStore for SqliteStore {
         let id = experiment_id.to_owned();
         self.write_tx(move |tx| {
             if require_experiment(tx, &id)?.lifecycle_stage == LifecycleStage::Active {
-                return Err(StoreError::InvalidState(format!("experiment {id} is active: nothing to restore")));
+                return Err(StoreError::InvalidState(format!(
+                    "experiment {id} is active: nothing to restore"
+                )));
             }
-            tx.execute(
-                "UPDATE experiments SET lifecycle_stage = 'active', last_update_time = ?2 WHERE experiment_id = ?1",
-                params![validate::experiment_id(&id)?, now_ms()],
-            )
-            .map_err(internal)?;
-            Ok(())
+            set_lifecycle_stage(tx, &id, "active")
         })
         .await
     }

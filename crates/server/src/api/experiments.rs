@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_store::{Experiment, ViewType};
 
+use super::Tag;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -23,12 +24,6 @@ fn experiment_json(e: &Experiment) -> Value {
         m["tags"] = Value::Array(tags);
     }
     m
-}
-
-#[derive(Deserialize)]
-pub(crate) struct Tag {
-    key: String,
-    value: String,
 }
 
 #[derive(Deserialize)]

@@ -10,10 +10,18 @@ mod traces;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
+use serde::Deserialize;
 
 pub use meta::MLFLOW_API_VERSION;
 
 use crate::AppState;
+
+/// A `{key, value}` tag in an MLflow request body.
+#[derive(Deserialize)]
+pub(crate) struct Tag {
+    key: String,
+    value: String,
+}
 
 fn mlflow_routes() -> Router<AppState> {
     Router::new()

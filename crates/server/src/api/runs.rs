@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_store::{NewRun, Run};
 
+use super::Tag;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -26,12 +27,6 @@ fn info_json(r: &Run) -> Value {
 fn run_json(r: &Run) -> Value {
     let tags: Vec<Value> = r.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
     json!({"info": info_json(r), "data": {"tags": tags}, "inputs": {}})
-}
-
-#[derive(Deserialize)]
-pub(crate) struct Tag {
-    key: String,
-    value: String,
 }
 
 #[derive(Deserialize)]
