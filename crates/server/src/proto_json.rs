@@ -3,9 +3,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
-use tracelake_model::{Span, TraceInfo, TraceLocation, format_duration_ms, format_timestamp_ms};
-use tracelake_otlp::span_to_otlp;
+use tracelake_model::{Span, Trace, TraceInfo, TraceLocation, format_duration_ms, format_timestamp_ms};
+use tracelake_otlp::{OtlpSpan, span_to_otlp};
 
 /// A `TraceInfoV3` as proto JSON.
 pub(crate) fn trace_info(info: &TraceInfo) -> Value {
@@ -52,51 +53,115 @@ pub(crate) fn location(loc: &TraceLocation) -> Value {
     }
 }
 
-/// An OTLP span as proto JSON with the field names MLflow's REST API uses.
-pub(crate) fn span(span: &Span) -> Value {
-    let otlp = span_to_otlp(span);
-    let mut m = Map::new();
-    m.insert("trace_id".into(), json!(BASE64.encode(&otlp.trace_id)));
-    m.insert("span_id".into(), json!(BASE64.encode(&otlp.span_id)));
-    if !otlp.parent_span_id.is_empty() {
-        m.insert("parent_span_id".into(), json!(BASE64.encode(&otlp.parent_span_id)));
+/// A trace (`trace_info` and `spans`) as proto JSON, written straight to the serializer: a trace
+/// of ten thousand spans never becomes a tree of `Value`s.
+pub(crate) struct ProtoTrace<'a>(pub &'a Trace);
+
+impl Serialize for ProtoTrace<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(Some(2))?;
+        m.serialize_entry("trace_info", &trace_info(&self.0.info))?;
+        m.serialize_entry("spans", &Seq(self.0.spans.iter().map(|s| ProtoSpan(span_to_otlp(s), s))))?;
+        m.end()
     }
-    m.insert("name".into(), json!(otlp.name));
-    m.insert("kind".into(), json!(span.kind.as_otlp_name()));
-    m.insert("start_time_unix_nano".into(), json!(otlp.start_time_unix_nano));
-    if otlp.end_time_unix_nano != 0 {
-        m.insert("end_time_unix_nano".into(), json!(otlp.end_time_unix_nano));
-    }
-    m.insert("attributes".into(), Value::Array(otlp.attributes.iter().map(key_value).collect()));
-    if !otlp.events.is_empty() {
-        let events = otlp
-            .events
-            .iter()
-            .map(|e| {
+}
+
+/// An OTLP span as proto JSON with the field names MLflow's REST API uses; the model span gives
+/// the kind and status names.
+struct ProtoSpan<'a>(OtlpSpan, &'a Span);
+
+impl Serialize for ProtoSpan<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (otlp, span) = (&self.0, self.1);
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("trace_id", &BASE64.encode(&otlp.trace_id))?;
+        m.serialize_entry("span_id", &BASE64.encode(&otlp.span_id))?;
+        if !otlp.parent_span_id.is_empty() {
+            m.serialize_entry("parent_span_id", &BASE64.encode(&otlp.parent_span_id))?;
+        }
+        m.serialize_entry("name", &otlp.name)?;
+        m.serialize_entry("kind", span.kind.as_otlp_name())?;
+        m.serialize_entry("start_time_unix_nano", &otlp.start_time_unix_nano)?;
+        if otlp.end_time_unix_nano != 0 {
+            m.serialize_entry("end_time_unix_nano", &otlp.end_time_unix_nano)?;
+        }
+        m.serialize_entry("attributes", &KeyValues(&otlp.attributes))?;
+        if !otlp.events.is_empty() {
+            let events = Seq(otlp.events.iter().map(|e| {
                 json!({"time_unix_nano": e.time_unix_nano, "name": e.name,
-                       "attributes": e.attributes.iter().map(key_value).collect::<Vec<_>>()})
-            })
-            .collect();
-        m.insert("events".into(), Value::Array(events));
-    }
-    if !otlp.links.is_empty() {
-        let links = otlp
-            .links
-            .iter()
-            .map(|l| {
+                       "attributes": KeyValues(&e.attributes).to_value()})
+            }));
+            m.serialize_entry("events", &events)?;
+        }
+        if !otlp.links.is_empty() {
+            let links = Seq(otlp.links.iter().map(|l| {
                 json!({"trace_id": BASE64.encode(&l.trace_id), "span_id": BASE64.encode(&l.span_id),
-                       "attributes": l.attributes.iter().map(key_value).collect::<Vec<_>>()})
-            })
-            .collect();
-        m.insert("links".into(), Value::Array(links));
+                       "attributes": KeyValues(&l.attributes).to_value()})
+            }));
+            m.serialize_entry("links", &links)?;
+        }
+        let mut status = Map::new();
+        status.insert("code".into(), json!(span.status.code.as_otlp_name()));
+        if !span.status.message.is_empty() {
+            status.insert("message".into(), json!(span.status.message));
+        }
+        m.serialize_entry("status", &status)?;
+        m.end()
     }
-    let mut status = Map::new();
-    status.insert("code".into(), json!(span.status.code.as_otlp_name()));
-    if !span.status.message.is_empty() {
-        status.insert("message".into(), json!(span.status.message));
+}
+
+/// A sequence serialized from an iterator.
+pub(crate) struct Seq<I>(pub I);
+
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
     }
-    m.insert("status".into(), Value::Object(status));
-    Value::Object(m)
+}
+
+/// OTLP attributes as `[{"key": ..., "value": {"string_value": ...}}, ...]`.
+struct KeyValues<'a>(&'a [tracelake_otlp::KeyValue]);
+
+impl KeyValues<'_> {
+    fn to_value(&self) -> Value {
+        Value::Array(self.0.iter().map(key_value).collect())
+    }
+}
+
+impl Serialize for KeyValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(KeyValue))
+    }
+}
+
+struct KeyValue<'a>(&'a tracelake_otlp::KeyValue);
+
+impl Serialize for KeyValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use tracelake_otlp::any_value::Value as V;
+        let mut m = serializer.serialize_map(Some(2))?;
+        m.serialize_entry("key", &self.0.key)?;
+        match self.0.value.as_ref().and_then(|v| v.value.as_ref()) {
+            // the common scalars directly; nested values through `any_value`
+            Some(V::StringValue(s)) => m.serialize_entry("value", &Single("string_value", s))?,
+            Some(V::BoolValue(b)) => m.serialize_entry("value", &Single("bool_value", b))?,
+            Some(V::IntValue(i)) => m.serialize_entry("value", &Single("int_value", i))?,
+            Some(V::DoubleValue(d)) => m.serialize_entry("value", &Single("double_value", d))?,
+            _ => m.serialize_entry("value", &self.0.value.as_ref().map_or(json!({}), any_value))?,
+        }
+        m.end()
+    }
+}
+
+/// `{name: value}`.
+pub(crate) struct Single<'a, T>(pub &'static str, pub &'a T);
+
+impl<T: Serialize> Serialize for Single<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, self.1)?;
+        m.end()
+    }
 }
 
 fn key_value(kv: &tracelake_otlp::KeyValue) -> Value {

@@ -2,14 +2,16 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracelake_model::{TraceInfo, tag_keys};
 use tracelake_store::{DeleteTraces, TraceQuery, WriteBatch, parse_filter, parse_order_by};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::proto_json;
+use crate::proto_json::{self, ProtoTrace, Seq, Single};
 
 /// Largest page `search` returns, as MLflow's SearchTracesV3 validator allows.
 const MAX_SEARCH_RESULTS: usize = 500;
@@ -52,29 +54,33 @@ pub(crate) struct GetTrace {
     trace_id: Option<String>,
 }
 
-fn trace_json(t: &tracelake_model::Trace) -> Value {
-    json!({"trace_info": proto_json::trace_info(&t.info), "spans": t.spans.iter().map(proto_json::span).collect::<Vec<_>>()})
+/// A JSON answer holding `spans` spans, written into one buffer sized for it up front: growing a
+/// buffer of many megabytes step by step costs more than building the answer.
+fn large_json(answer: &impl Serialize, spans: usize) -> ApiResult<Response> {
+    let mut body = Vec::with_capacity(1024 + spans * 1536);
+    serde_json::to_writer(&mut body, answer).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", format!("answer not written: {e}"))
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-pub(crate) async fn get_trace(
-    State(s): State<AppState>,
-    Query(q): Query<GetTrace>,
-) -> ApiResult<Json<Value>> {
+pub(crate) async fn get_trace(State(s): State<AppState>, Query(q): Query<GetTrace>) -> ApiResult<Response> {
     let id =
         q.trace_id.ok_or_else(|| ApiError::invalid("missing value for required parameter 'trace_id'"))?;
     let traces = s.store.get_traces(std::slice::from_ref(&id)).await?;
     let t = traces.first().ok_or_else(|| ApiError::not_found(format!("Trace with ID {id} not found.")))?;
-    Ok(Json(json!({"trace": trace_json(t)})))
+    large_json(&Single("trace", &ProtoTrace(t)), t.spans.len())
 }
 
 /// `?trace_ids=a&trace_ids=b` (repeated keys).
 pub(crate) async fn batch_get(
     State(s): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let ids: Vec<String> = q.into_iter().filter(|(k, _)| k == "trace_ids").map(|(_, v)| v).collect();
     let traces = s.store.get_traces(&ids).await?;
-    Ok(Json(json!({"traces": traces.iter().map(trace_json).collect::<Vec<_>>()})))
+    let spans = traces.iter().map(|t| t.spans.len()).sum();
+    large_json(&Single("traces", &Seq(traces.iter().map(ProtoTrace))), spans)
 }
 
 #[derive(Deserialize)]
