@@ -8,50 +8,58 @@
 //!     --concurrency 8 --span-bytes 1000
 //! ```
 //!
+//! `--spans-per-trace` (default 10) sets the trace size; a trace may span batches, so
+//! `--batches 100 --spans-per-trace 10000` writes one trace of 10,000 spans. Root spans are named
+//! `trace-<n mod 1000>`, which gives `query_load` a tag (`mlflow.traceName`) matching 0.1% of traces.
+//!
 //! Works against `tracelake server` and `mlflow server` alike (both take
 //! `x-mlflow-experiment-id`).
 #![allow(clippy::print_stdout, reason = "a command-line tool reporting its measurements")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "support/flags.rs"]
+mod flags;
+#[path = "support/http.rs"]
+mod http;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Map, json};
 use tracelake_model::{Attributes, Span, SpanId, SpanKind, SpanStatus, TraceId, keys};
 
 struct Args {
-    host: String,
+    url: String,
     experiment: String,
     batches: u64,
     spans_per_batch: usize,
     concurrency: usize,
     span_bytes: usize,
+    spans_per_trace: u64,
     rate: Option<f64>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
-        host: "127.0.0.1:5000".into(),
+        url: "http://127.0.0.1:5000".into(),
         experiment: "0".into(),
         batches: 1000,
         spans_per_batch: 100,
         concurrency: 8,
         span_bytes: 1000,
+        spans_per_trace: 10,
         rate: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in flags::pairs()? {
         match flag.as_str() {
-            "--url" => a.host = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
+            "--url" => a.url = value,
             "--experiment" => a.experiment = value,
             "--batches" => a.batches = value.parse()?,
             "--spans-per-batch" => a.spans_per_batch = value.parse()?,
             "--concurrency" => a.concurrency = value.parse()?,
             "--span-bytes" => a.span_bytes = value.parse()?,
+            "--spans-per-trace" => a.spans_per_trace = value.parse::<u64>()?.max(1),
             "--rate" => a.rate = Some(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
@@ -59,30 +67,29 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// One batch: traces of 10 spans (a root and nine children), each span padded to about
-/// `span_bytes` with an inputs payload.
-fn batch(spans: usize, span_bytes: usize) -> Vec<u8> {
-    let payload = "x".repeat(span_bytes.saturating_sub(300));
-    let mut out = Vec::with_capacity(spans);
-    let mut trace = TraceId::random();
-    let mut root = SpanId::random();
-    for i in 0..spans {
-        if i % 10 == 0 {
-            trace = TraceId::random();
-            root = SpanId::random();
-        }
+/// Batch `n`: spans `n * spans` onwards of a run of traces of `args.spans_per_trace` spans each
+/// (a root and its children), each span padded to about `span_bytes` with an inputs payload.
+/// Ids are derived from `run` and the span's index, so a trace continues across batches.
+fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
+    let payload = "x".repeat(args.span_bytes.saturating_sub(300));
+    let per_trace = args.spans_per_trace;
+    let mut out = Vec::with_capacity(args.spans_per_batch);
+    for i in n * args.spans_per_batch as u64..(n + 1) * args.spans_per_batch as u64 {
+        let (t, k) = (i / per_trace, i % per_trace);
+        let trace_id = TraceId::from_bytes(&(run ^ u128::from(t)).to_be_bytes()).expect("16 bytes");
+        let span_id = |k: u64| SpanId::from_bytes(&((t << 20) ^ (k + 1)).to_be_bytes()).expect("8 bytes");
         let mut attributes = Attributes::new();
-        attributes.insert(keys::SPAN_TYPE, if i % 10 == 0 { "CHAIN" } else { "LLM" });
+        attributes.insert(keys::SPAN_TYPE, if k == 0 { "CHAIN" } else { "LLM" });
         attributes.insert(keys::INPUTS, &json!({"prompt": payload}));
         attributes.insert(keys::OUTPUTS, &json!({"answer": "ok"}));
         out.push(Span {
-            trace_id: trace,
-            span_id: if i % 10 == 0 { root } else { SpanId::random() },
-            parent_id: (i % 10 != 0).then_some(root),
-            name: format!("step-{}", i % 10).into(),
+            trace_id,
+            span_id: span_id(k),
+            parent_id: (k != 0).then(|| span_id(0)),
+            name: if k == 0 { format!("trace-{}", t % 1000) } else { format!("step-{k}") }.into(),
             kind: SpanKind::Internal,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-            end_time_unix_nano: Some(1_700_000_000_000_100_000 + i as u64),
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+            end_time_unix_nano: Some(1_700_000_000_000_100_000 + i),
             status: SpanStatus::ok(),
             attributes,
             events: vec![],
@@ -93,42 +100,11 @@ fn batch(spans: usize, span_bytes: usize) -> Vec<u8> {
     tracelake_otlp::encode_protobuf(&request)
 }
 
-/// Posts `body` on a keep-alive connection and waits for the whole response.
-fn post(conn: &mut TcpStream, host: &str, experiment: &str, body: &[u8]) -> anyhow::Result<u16> {
-    write!(
-        conn,
-        "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n\
-         x-mlflow-experiment-id: {experiment}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    conn.write_all(body)?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte)? == 0 {
-            bail!("connection closed");
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let status: u16 = head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
-    let length = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>())
-        })
-        .transpose()?
-        .unwrap_or(0);
-    let mut rest = vec![0u8; length];
-    conn.read_exact(&mut rest)?;
-    Ok(status)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Arc::new(parse_args()?);
-    // Every batch has its own traces (fresh ids), built before the clock starts.
-    let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..args.batches).map(|_| batch(args.spans_per_batch, args.span_bytes)).collect());
+    // Bodies are built before the clock starts; `run` makes every invocation's ids fresh.
+    let run = u128::from_str_radix(&TraceId::random().to_string(), 16)?;
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.batches).map(|n| batch(&args, run, n)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -137,9 +113,11 @@ fn main() -> anyhow::Result<()> {
             let (args, bodies, next, failures) =
                 (args.clone(), bodies.clone(), next.clone(), failures.clone());
             std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-                let mut conn =
-                    TcpStream::connect(&args.host).with_context(|| format!("connect {}", args.host))?;
-                conn.set_nodelay(true)?;
+                let mut conn = http::Connection::open(&args.url)?;
+                let headers = [
+                    ("Content-Type", "application/x-protobuf"),
+                    ("x-mlflow-experiment-id", &*args.experiment),
+                ];
                 let mut latencies = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                     let t = Instant::now();
-                    let status = post(&mut conn, &args.host, &args.experiment, &bodies[n as usize])?;
+                    let (status, _) = conn.request("POST", "/v1/traces", &headers, &bodies[n as usize])?;
                     latencies.push(t.elapsed());
                     if status != 200 {
                         failures.fetch_add(1, Ordering::Relaxed);
