@@ -88,8 +88,9 @@ fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
             parent_id: (k != 0).then(|| span_id(0)),
             name: if k == 0 { format!("trace-{}", t % 1000) } else { format!("step-{k}") }.into(),
             kind: SpanKind::Internal,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
-            end_time_unix_nano: Some(1_700_000_000_000_100_000 + i),
+            // traces one millisecond apart, so they have distinct timestamps to order by
+            start_time_unix_nano: 1_700_000_000_000_000_000 + t * 1_000_000 + k * 1_000,
+            end_time_unix_nano: Some(1_700_000_000_000_000_000 + t * 1_000_000 + k * 1_000 + 500),
             status: SpanStatus::ok(),
             attributes,
             events: vec![],
