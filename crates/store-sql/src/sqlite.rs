@@ -388,25 +388,30 @@ fn save_info(
     Ok(())
 }
 
+/// The spans of a trace: roots first, then by start time and span id (the order of the stored
+/// columns). Sorted here rather than by SQLite, which would sort whole rows, contents included.
 fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT content FROM spans WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)
-             ORDER BY parent_span_id IS NOT NULL, start_time_ns, span_id",
+            "SELECT content FROM spans WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)",
         )
         .map_err(internal)?;
     let contents = stmt
         .query_map(params![trace_id], |r| r.get::<_, String>(0))
         .map_err(internal)?
         .collect::<Result<Vec<_>, _>>();
-    contents
+    let mut spans = contents
         .map_err(internal)?
         .iter()
         .map(|c| {
             serde_json::from_str::<Span>(c)
                 .map_err(|e| internal(format!("stored span of {trace_id} is unreadable: {e}")))
         })
-        .collect()
+        .collect::<StoreResult<Vec<Span>>>()?;
+    spans.sort_unstable_by_key(|s| {
+        (s.parent_id.is_some(), s.start_time_unix_nano as i64, s.span_id.to_u64() as i64)
+    });
+    Ok(spans)
 }
 
 fn upsert_span(tx: &Transaction<'_>, trace_id: &str, span: &Span) -> StoreResult<()> {
