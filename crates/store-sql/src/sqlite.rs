@@ -388,6 +388,14 @@ fn save_info(
     Ok(())
 }
 
+/// The key of trace `id`; NotFound in MLflow's words when there is no such trace.
+fn require_trace_key(conn: &Connection, id: &str) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT trace_key FROM traces WHERE trace_id = ?1")
+        .and_then(|mut st| st.query_row(params![id], |r| r.get(0)).optional())
+        .map_err(internal)?
+        .ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))
+}
+
 /// The spans of a trace: roots first, then by start time and span id (the order of the stored
 /// columns). Sorted here rather than by SQLite, which would sort whole rows, contents included.
 fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
@@ -1173,18 +1181,11 @@ impl TraceStore for SqliteStore {
         }
         let (id, key, value) = (trace_id.to_owned(), key.to_owned(), value.to_owned());
         self.write_tx(move |tx| {
-            let exists: bool = tx
-                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
-                    r.get(0)
-                })
-                .map_err(internal)?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
-            }
+            let trace_key = require_trace_key(tx, &id)?;
             tx.execute(
-                "INSERT INTO trace_tags VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3)
+                "INSERT INTO trace_tags VALUES (?1, ?2, ?3)
                  ON CONFLICT (trace_key, key) DO UPDATE SET value = excluded.value",
-                params![id, key, value],
+                params![trace_key, key, value],
             )
             .map_err(internal)?;
             Ok(())
@@ -1195,16 +1196,9 @@ impl TraceStore for SqliteStore {
     async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()> {
         let (id, key) = (trace_id.to_owned(), key.to_owned());
         self.write_tx(move |tx| {
-            let exists: bool = tx
-                .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
-                    r.get(0)
-                })
-                .map_err(internal)?;
-            if !exists {
-                return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
-            }
+            let trace_key = require_trace_key(tx, &id)?;
             let n = tx
-                .execute("DELETE FROM trace_tags WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1) AND key = ?2", params![id, key])
+                .execute("DELETE FROM trace_tags WHERE trace_key = ?1 AND key = ?2", params![trace_key, key])
                 .map_err(internal)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!(
@@ -1221,18 +1215,8 @@ impl TraceStore for SqliteStore {
         let (ids, run) = (trace_ids.to_vec(), run_id.to_owned());
         self.write_tx(move |tx| {
             for id in &ids {
-                let exists: bool = tx
-                    .query_row("SELECT EXISTS(SELECT 1 FROM traces WHERE trace_id = ?1)", params![id], |r| {
-                        r.get(0)
-                    })
-                    .map_err(internal)?;
-                if !exists {
-                    return Err(StoreError::NotFound(format!("Trace with ID {id} not found.")));
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO trace_runs VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2)",
-                    params![id, run],
-                )
+                let trace_key = require_trace_key(tx, id)?;
+                tx.execute("INSERT OR IGNORE INTO trace_runs VALUES (?1, ?2)", params![trace_key, run])
                     .map_err(internal)?;
             }
             Ok(())
