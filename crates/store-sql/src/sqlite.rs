@@ -802,6 +802,14 @@ fn selective_driver<'q>(
     Ok(None)
 }
 
+/// A search failure: a bad pattern in a filter (raised by `tl_ilike`/`tl_rlike`) is the caller's.
+fn filter_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::UserFunctionError(e) => StoreError::InvalidArgument(e.to_string()),
+        e => internal(e),
+    }
+}
+
 fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
     validate::max_results(query.max_results)?;
     let offset = decode_page_token(query.page_token.as_deref())?;
@@ -856,15 +864,9 @@ fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>>
     let mut stmt = conn.prepare(&sql.text).map_err(internal)?;
     let ids = stmt
         .query_map(params_from_iter(sql.params.iter()), |r| r.get::<_, String>(0))
-        .map_err(|e| match e {
-            rusqlite::Error::UserFunctionError(e) => StoreError::InvalidArgument(e.to_string()),
-            e => internal(e),
-        })?
+        .map_err(filter_error)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| match e {
-            rusqlite::Error::UserFunctionError(e) => StoreError::InvalidArgument(e.to_string()),
-            e => internal(e),
-        })?;
+        .map_err(filter_error)?;
     let more = ids.len() > query.max_results;
     let mut items = Vec::with_capacity(ids.len().min(query.max_results));
     for id in ids.iter().take(query.max_results) {
