@@ -16,23 +16,13 @@ import uuid
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import checks  # noqa: E402
 import mlflow  # noqa: E402
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-
-CHECKS = 0
-
-
-def check(condition: bool, what: str) -> None:
-    global CHECKS
-    if not condition:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-    CHECKS += 1
-
 
 def send(exporter, service: str) -> str:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
@@ -74,27 +64,27 @@ def main() -> None:
         while time.time() < deadline and not traces:
             traces = mlflow.search_traces(locations=[exp], return_type="list")
             time.sleep(0.2)
-        check(len(traces) == 1, f"experiment {exp} holds its one trace, found {len(traces)}")
+        checks.check(len(traces) == 1, f"experiment {exp} holds its one trace, found {len(traces)}")
         trace = traces[0]
-        check(trace.info.trace_id == trace_id, f"the MLflow id is the OTel trace id: {trace.info.trace_id}")
-        check(trace.info.state == "OK", f"state from the root span: {trace.info.state}")
+        checks.check(trace.info.trace_id == trace_id, f"the MLflow id is the OTel trace id: {trace.info.trace_id}")
+        checks.check(trace.info.state == "OK", f"state from the root span: {trace.info.state}")
         names = sorted(s.name for s in trace.data.spans)
-        check(names == ["chat-request", "llm"], f"both spans arrived: {names}")
+        checks.check(names == ["chat-request", "llm"], f"both spans arrived: {names}")
         llm = next(s for s in trace.data.spans if s.name == "llm")
         root = next(s for s in trace.data.spans if s.name == "chat-request")
-        check(llm.parent_id == root.span_id, "the child keeps its parent")
-        check(llm.attributes.get("gen_ai.request.model") == "gpt-x", "string attributes arrive as strings")
-        check(llm.attributes.get("gen_ai.usage.input_tokens") == 12, "integer attributes arrive as integers")
-        check(trace.info.tags.get("mlflow.traceName") == "chat-request", "the trace is named after its root")
+        checks.check(llm.parent_id == root.span_id, "the child keeps its parent")
+        checks.check(llm.attributes.get("gen_ai.request.model") == "gpt-x", "string attributes arrive as strings")
+        checks.check(llm.attributes.get("gen_ai.usage.input_tokens") == 12, "integer attributes arrive as integers")
+        checks.check(trace.info.tags.get("mlflow.traceName") == "chat-request", "the trace is named after its root")
         # foreign conventions arrive translated
-        check(root.span_type == "CHAIN", f"OpenInference kind becomes the span type: {root.span_type}")
-        check(llm.span_type == "CHAT_MODEL", f"GenAI chat becomes CHAT_MODEL: {llm.span_type}")
-        check(root.inputs == "what is tracing?", f"input.value becomes the inputs: {root.inputs!r}")
-        check(trace.info.request_preview == '"what is tracing?"', f"the request preview is the inputs' JSON: {trace.info.request_preview!r}")
+        checks.check(root.span_type == "CHAIN", f"OpenInference kind becomes the span type: {root.span_type}")
+        checks.check(llm.span_type == "CHAT_MODEL", f"GenAI chat becomes CHAT_MODEL: {llm.span_type}")
+        checks.check(root.inputs == "what is tracing?", f"input.value becomes the inputs: {root.inputs!r}")
+        checks.check(trace.info.request_preview == '"what is tracing?"', f"the request preview is the inputs' JSON: {trace.info.request_preview!r}")
         usage = trace.info.token_usage or {}
-        check(usage.get("total_tokens") == 15, f"GenAI usage is summed into the trace: {usage}")
-        check(trace.info.trace_metadata.get("mlflow.trace.session") == "conversation-7", "session.id is the session")
-    print(f"ok: {CHECKS} checks")
+        checks.check(usage.get("total_tokens") == 15, f"GenAI usage is summed into the trace: {usage}")
+        checks.check(trace.info.trace_metadata.get("mlflow.trace.session") == "conversation-7", "session.id is the session")
+    print(f"ok: {checks.passed} checks")
 
 
 if __name__ == "__main__":

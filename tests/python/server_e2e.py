@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import uuid
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import checks  # noqa: E402
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import SpanType  # noqa: E402
-
-CHECKS = 0
-
-
-def check(condition: bool, what: str) -> None:
-    global CHECKS
-    if not condition:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-    CHECKS += 1
-
 
 @mlflow.trace(span_type=SpanType.RETRIEVER)
 def retrieve(query: str, k: int = 2) -> list[dict]:
@@ -67,7 +56,7 @@ def wait_for(search, expected: int, what: str):
     while True:
         found = search()
         if len(found) >= expected or time.time() > deadline:
-            check(len(found) == expected, f"{what}: expected {expected} traces, found {len(found)}")
+            checks.check(len(found) == expected, f"{what}: expected {expected} traces, found {len(found)}")
             return found
         time.sleep(0.2)
 
@@ -85,12 +74,12 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     experiment = mlflow.set_experiment(f"e2e-{run}")
     exp_id = experiment.experiment_id
-    check(client.get_experiment_by_name(f"e2e-{run}").experiment_id == exp_id, "experiment found by name")
+    checks.check(client.get_experiment_by_name(f"e2e-{run}").experiment_id == exp_id, "experiment found by name")
 
     for i in range(3):
         agent(f"question {i}", run)
     wrapped = mlflow.trace(pow)
-    check(wrapped(2, 5) == 32, "a wrapped function still works")
+    checks.check(wrapped(2, 5) == 32, "a wrapped function still works")
     root = client.start_trace("client-root", inputs={"x": 1})
     child = client.start_span("client-child", trace_id=root.trace_id, parent_id=root.span_id, inputs={"y": 2})
     client.end_span(trace_id=root.trace_id, span_id=child.span_id, outputs={"z": 3})
@@ -106,71 +95,71 @@ def main() -> None:
     )
     for trace in tagged:
         names = sorted(s.name for s in trace.data.spans)
-        check(names == ["agent", "failing_tool", "llm", "retrieve"], f"all spans of the trace are stored: {names}")
+        checks.check(names == ["agent", "failing_tool", "llm", "retrieve"], f"all spans of the trace are stored: {names}")
         root_span = next(s for s in trace.data.spans if s.parent_id is None)
-        check(root_span.span_type == SpanType.AGENT, "span type round-trips")
-        check(root_span.inputs["question"].startswith("question"), "root inputs round-trip")
-        check(trace.info.response_preview is not None, "response preview is set")
+        checks.check(root_span.span_type == SpanType.AGENT, "span type round-trips")
+        checks.check(root_span.inputs["question"].startswith("question"), "root inputs round-trip")
+        checks.check(trace.info.response_preview is not None, "response preview is set")
         bad = next(s for s in trace.data.spans if s.name == "failing_tool")
-        check(bad.status.status_code == "ERROR", "the failing span is ERROR")
-        check(any(e.name == "exception" for e in bad.events), "the exception event is stored")
-        check(bad.attributes.get("tool.version") == 2, "decorator attributes round-trip")
+        checks.check(bad.status.status_code == "ERROR", "the failing span is ERROR")
+        checks.check(any(e.name == "exception" for e in bad.events), "the exception event is stored")
+        checks.check(bad.attributes.get("tool.version") == 2, "decorator attributes round-trip")
         retr = next(s for s in trace.data.spans if s.name == "retrieve")
-        check(retr.outputs[0]["id"] == "doc-0", "outputs round-trip")
-        check(trace.info.tags.get("env") == "test", "update_current_trace tags are stored")
-        check(trace.info.token_usage and trace.info.token_usage.get("total_tokens") == 7, "token usage is summed")
+        checks.check(retr.outputs[0]["id"] == "doc-0", "outputs round-trip")
+        checks.check(trace.info.tags.get("env") == "test", "update_current_trace tags are stored")
+        checks.check(trace.info.token_usage and trace.info.token_usage.get("total_tokens") == 7, "token usage is summed")
 
     first = tagged[0].info.trace_id
     got = mlflow.get_trace(first)
-    check(got is not None and got.info.trace_id == first, "get_trace finds the trace")
-    check(len(got.data.spans) == 4, "get_trace returns every span")
+    checks.check(got is not None and got.info.trace_id == first, "get_trace finds the trace")
+    checks.check(len(got.data.spans) == 4, "get_trace returns every span")
 
     # 3 agent traces, 1 wrapped pow, 1 client-API trace
     seen: list[str] = []
     token = None
     while True:
         page = client.search_traces(locations=[exp_id], max_results=2, order_by=["timestamp_ms DESC"], page_token=token)
-        check(len(page) <= 2, "a page holds at most max_results traces")
+        checks.check(len(page) <= 2, "a page holds at most max_results traces")
         seen.extend(t.info.trace_id for t in page)
         token = page.token
         if not token:
             break
-    check(len(seen) == 5 and len(set(seen)) == 5, f"pages cover every trace once: {seen}")
+    checks.check(len(seen) == 5 and len(set(seen)) == 5, f"pages cover every trace once: {seen}")
 
     ok = mlflow.search_traces(locations=[exp_id], filter_string="status = 'OK'", return_type="list")
-    check(len(ok) == 5, f"status filter found {len(ok)}")
+    checks.check(len(ok) == 5, f"status filter found {len(ok)}")
     pow_traces = mlflow.search_traces(locations=[exp_id], filter_string="name = 'pow'", return_type="list")
-    check(len(pow_traces) == 1 and pow_traces[0].data.spans[0].outputs == 32, "the wrapped function's trace")
+    checks.check(len(pow_traces) == 1 and pow_traces[0].data.spans[0].outputs == 32, "the wrapped function's trace")
     client_traces = mlflow.search_traces(locations=[exp_id], filter_string="name = 'client-root'", return_type="list")
-    check(len(client_traces) == 1, "client-API trace is found by name")
-    check(client_traces[0].data.spans and len(client_traces[0].data.spans) == 2, "client-API trace has both spans")
+    checks.check(len(client_traces) == 1, "client-API trace is found by name")
+    checks.check(client_traces[0].data.spans and len(client_traces[0].data.spans) == 2, "client-API trace has both spans")
 
     client.set_trace_tag(first, "reviewed", "yes")
-    check(mlflow.get_trace(first).info.tags.get("reviewed") == "yes", "set_trace_tag")
+    checks.check(mlflow.get_trace(first).info.tags.get("reviewed") == "yes", "set_trace_tag")
     client.delete_trace_tag(first, "reviewed")
-    check("reviewed" not in mlflow.get_trace(first).info.tags, "delete_trace_tag")
+    checks.check("reviewed" not in mlflow.get_trace(first).info.tags, "delete_trace_tag")
 
     try:
         mlflow.search_traces(locations=[exp_id], filter_string="tag.run = unquoted")
-        check(False, "a bad filter is refused")
+        checks.check(False, "a bad filter is refused")
     except Exception as e:  # noqa: BLE001 - the client raises MlflowException
-        check("INVALID_PARAMETER_VALUE" in str(e) or "invalid" in str(e).lower(), f"a bad filter names the problem: {e}")
+        checks.check("INVALID_PARAMETER_VALUE" in str(e) or "invalid" in str(e).lower(), f"a bad filter names the problem: {e}")
 
     deleted = client.delete_traces(exp_id, trace_ids=[first])
-    check(deleted == 1, f"delete by id deleted {deleted}")
+    checks.check(deleted == 1, f"delete by id deleted {deleted}")
     deleted = client.delete_traces(exp_id, max_timestamp_millis=int(time.time() * 1000) + 60_000, max_traces=1)
-    check(deleted == 1, f"delete by time and count deleted {deleted}")
+    checks.check(deleted == 1, f"delete by time and count deleted {deleted}")
     left = client.search_traces(locations=[exp_id])
-    check(len(left) == 3, f"three traces left, found {len(left)}")
+    checks.check(len(left) == 3, f"three traces left, found {len(left)}")
 
     with mlflow.start_run(run_name=f"run-{run}") as active:
         agent("inside a run", run)
     flush()
     run_id = active.info.run_id
-    check(client.get_run(run_id).info.status == "FINISHED", "the run is ended")
+    checks.check(client.get_run(run_id).info.status == "FINISHED", "the run is ended")
     in_run = wait_for(lambda: mlflow.search_traces(run_id=run_id, return_type="list"), 1, "search by run_id")
-    check(in_run[0].info.trace_metadata.get("mlflow.sourceRun") == run_id, "the trace names its run")
-    print(f"ok: {CHECKS} checks")
+    checks.check(in_run[0].info.trace_metadata.get("mlflow.sourceRun") == run_id, "the trace names its run")
+    print(f"ok: {checks.passed} checks")
 
 
 if __name__ == "__main__":
