@@ -16,7 +16,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, TraceState, keys, tag_keys};
-use tracelake_store::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
+use tracelake_store::derive::{info_from_spans, merge_info, refresh_from_spans};
 use tracelake_store::eval::{decode_page_token, encode_page_token, like};
 use tracelake_store::{
     Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, OrderKey, Page, Run,
@@ -575,23 +575,14 @@ impl Sql {
     }
 }
 
-fn literal_text(l: &Literal) -> String {
-    match l {
-        Literal::Str(s) => s.clone(),
-        Literal::Int(i) => i.to_string(),
-        Literal::Float(f) => f.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// `<expr> <op> <value>` for a text-valued expression.
 fn text_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()> {
     match (&clause.op, &clause.value) {
-        (Op::Eq, l) => sql.push(expr).push(" = ").bind(literal_text(l)),
-        (Op::NotEq, l) => sql.push(expr).push(" != ").bind(literal_text(l)),
-        (Op::Like, l) => sql.push(expr).push(" LIKE ").bind(literal_text(l)),
-        (Op::ILike, l) => sql.push("tl_ilike(").bind(literal_text(l)).push(", ").push(expr).push(")"),
-        (Op::RLike, l) => sql.push("tl_rlike(").bind(literal_text(l)).push(", ").push(expr).push(")"),
+        (Op::Eq, l) => sql.push(expr).push(" = ").bind(l.text()),
+        (Op::NotEq, l) => sql.push(expr).push(" != ").bind(l.text()),
+        (Op::Like, l) => sql.push(expr).push(" LIKE ").bind(l.text()),
+        (Op::ILike, l) => sql.push("tl_ilike(").bind(l.text()).push(", ").push(expr).push(")"),
+        (Op::RLike, l) => sql.push("tl_rlike(").bind(l.text()).push(", ").push(expr).push(")"),
         (op @ (Op::In | Op::NotIn), Literal::List(items)) => {
             sql.push(expr).push(if *op == Op::In { " IN (" } else { " NOT IN (" });
             for (i, item) in items.iter().enumerate() {
@@ -1112,9 +1103,7 @@ impl TraceStore for SqliteStore {
             let mut out = Vec::new();
             for id in ids {
                 if let Some((info, _)) = load_info(c, &id)? {
-                    let mut spans = load_spans(c, &id)?;
-                    order_spans(&mut spans);
-                    out.push(Trace { info, spans });
+                    out.push(Trace { info, spans: load_spans(c, &id)? });
                 }
             }
             Ok(out)

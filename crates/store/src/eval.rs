@@ -177,22 +177,16 @@ fn any_text<'a>(mut candidates: impl Iterator<Item = &'a str>, clause: &Clause) 
 /// Compares a text value; an absent value matches only `IS NULL`.
 fn compare_text(value: Option<&str>, clause: &Clause) -> StoreResult<bool> {
     let Some(v) = value else { return Ok(clause.op == Op::IsNull) };
-    let text = |l: &Literal| match l {
-        Literal::Str(s) => s.clone(),
-        Literal::Int(i) => i.to_string(),
-        Literal::Float(f) => f.to_string(),
-        _ => String::new(),
-    };
     Ok(match (&clause.op, &clause.value) {
         (Op::IsNull, _) => false,
         (Op::IsNotNull, _) => true,
-        (Op::Eq, l) => v == text(l),
-        (Op::NotEq, l) => v != text(l),
+        (Op::Eq, l) => v == l.text(),
+        (Op::NotEq, l) => v != l.text(),
         (Op::In, Literal::List(items)) => items.iter().any(|i| i == v),
         (Op::NotIn, Literal::List(items)) => !items.iter().any(|i| i == v),
-        (Op::Like, l) => like(&text(l), false)?.is_match(v),
-        (Op::ILike, l) => like(&text(l), true)?.is_match(v),
-        (Op::RLike, l) => Regex::new(&text(l))
+        (Op::Like, l) => like(&l.text(), false)?.is_match(v),
+        (Op::ILike, l) => like(&l.text(), true)?.is_match(v),
+        (Op::RLike, l) => Regex::new(&l.text())
             .map_err(|e| StoreError::InvalidArgument(format!("invalid RLIKE pattern: {e}")))?
             .is_match(v),
         (op, _) => {

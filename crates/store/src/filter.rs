@@ -125,6 +125,18 @@ pub enum Literal {
     None,
 }
 
+impl Literal {
+    /// The value as text to compare with: numbers as written, lists and `None` as empty.
+    pub fn text(&self) -> String {
+        match self {
+            Literal::Int(i) => i.to_string(),
+            Literal::Float(f) => f.to_string(),
+            Literal::Str(s) => s.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
 /// A filter or order-by that cannot be used, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct FilterError {
@@ -654,7 +666,7 @@ fn validate(target: &Target, op: Op, value: &Literal, name: &str, column: usize)
         (Need::String, Literal::Int(_) | Literal::Float(_)) => Err(error_hint(
             column,
             format!("{name} is compared with a quoted string"),
-            format!("{name} {} '{}'", op.as_str(), literal_text(value)),
+            format!("{name} {} '{}'", op.as_str(), value.text()),
         )),
         _ => Ok(()),
     }
@@ -665,15 +677,6 @@ enum Need {
     Number,
     String,
     Any,
-}
-
-fn literal_text(value: &Literal) -> String {
-    match value {
-        Literal::Int(i) => i.to_string(),
-        Literal::Float(f) => f.to_string(),
-        Literal::Str(s) => s.clone(),
-        _ => String::new(),
-    }
 }
 
 // ---- order by -----------------------------------------------------------------------------
