@@ -84,6 +84,19 @@ async fn otlp_spans_are_readable_in_mlflow_proto_json() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["traces"].as_array().unwrap().len(), 1);
+    // and its info alone by batchGetInfos, unknown ids left out
+    let (status, body) = call(
+        &app,
+        Request::post("/api/3.0/mlflow/traces/batchGetInfos")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"trace_ids": [id, "tr-00000000000000000000000000000001"]}).to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["trace_infos"].as_array().unwrap().len(), 1);
+    assert_eq!(body["trace_infos"][0]["trace_id"], id);
+    assert_eq!(body["trace_infos"][0]["execution_duration"], "0.100s");
 }
 
 #[tokio::test]

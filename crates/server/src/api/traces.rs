@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracelake_model::{TraceInfo, tag_keys};
-use tracelake_store::{DeleteTraces, TraceQuery, WriteBatch, parse_filter, parse_order_by};
+use tracelake_store::{DeleteTraces, StoreError, TraceQuery, WriteBatch, parse_filter, parse_order_by};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -93,10 +93,16 @@ pub(crate) async fn batch_get_infos(
     State(s): State<AppState>,
     Json(req): Json<BatchGetInfos>,
 ) -> ApiResult<Json<Value>> {
-    let traces = s.store.get_traces(&req.trace_ids).await?;
-    Ok(Json(
-        json!({"trace_infos": traces.iter().map(|t| proto_json::trace_info(&t.info)).collect::<Vec<_>>()}),
-    ))
+    // infos only: the traces' spans are not read; unknown ids are left out
+    let mut infos = Vec::with_capacity(req.trace_ids.len());
+    for id in &req.trace_ids {
+        match s.store.get_trace_info(id).await {
+            Ok(info) => infos.push(proto_json::trace_info(&info)),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(json!({ "trace_infos": infos })))
 }
 
 #[derive(Deserialize, Default)]
