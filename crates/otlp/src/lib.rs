@@ -120,8 +120,12 @@ pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
         if kv.key == keys::REQUEST_ID {
             continue; // derived from the trace id, never trusted from the client
         }
-        let value = kv.value.as_ref().map_or(Value::Null, any_value_to_json);
-        attributes.insert_raw(kv.key.clone(), strip_double_encoding(encode_attribute(&value)));
+        let raw = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            // what `strip_double_encoding` would return, without encoding and decoding it first
+            Some(any_value::Value::StringValue(text)) if holds_json_text(text) => text.clone(),
+            _ => encode_attribute(&kv.value.as_ref().map_or(Value::Null, any_value_to_json)),
+        };
+        attributes.insert_raw(kv.key.clone(), raw);
     }
     let status = otlp.status.as_ref().map_or_else(SpanStatus::default, |s| SpanStatus {
         code: match status::StatusCode::try_from(s.code) {
@@ -179,15 +183,16 @@ pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
 /// Undoes one layer of JSON encoding applied twice: when `json` is a JSON string whose
 /// content is itself a JSON string, object or array, that content is the real value.
 pub fn strip_double_encoding(json: String) -> String {
-    if let Ok(Value::String(inner)) = serde_json::from_str::<Value>(&json)
-        && matches!(
-            serde_json::from_str::<Value>(&inner),
-            Ok(Value::String(_) | Value::Object(_) | Value::Array(_))
-        )
-    {
-        return inner;
+    match serde_json::from_str::<Value>(&json) {
+        Ok(Value::String(inner)) if holds_json_text(&inner) => inner,
+        _ => json,
     }
-    json
+}
+
+/// Whether `text` is the JSON encoding of a string, object or array.
+fn holds_json_text(text: &str) -> bool {
+    matches!(text.trim_start().as_bytes().first(), Some(b'"' | b'{' | b'['))
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// An OTLP value as JSON. Bytes become a string of their hex digits.
