@@ -329,7 +329,14 @@ pub struct Span {
 impl Span {
     /// The span's MLflow type (`UNKNOWN` when none was recorded).
     pub fn span_type(&self) -> SpanType {
-        self.attributes.get_str(keys::SPAN_TYPE).map(|s| SpanType::from(s.into_owned())).unwrap_or_default()
+        self.attributes
+            .get_str(keys::SPAN_TYPE)
+            .map(|s| match s {
+                // a borrowed name is copied only when it is a custom type
+                Cow::Borrowed(name) => SpanType::parse(name),
+                Cow::Owned(name) => SpanType::from(name),
+            })
+            .unwrap_or_default()
     }
 
     pub fn inputs(&self) -> Option<Value> {
