@@ -26,7 +26,6 @@ pub(crate) struct ActiveTrace {
     pub(crate) root_span_id: SpanId,
     /// Fixed when the root starts: where the trace goes.
     pub(crate) provider: Arc<ProviderInner>,
-    pub(crate) location: Arc<TraceLocation>,
     /// When the root started, nanoseconds since the Unix epoch (for the in-progress timeout).
     started_ns: u64,
     inner: Mutex<TraceInner>,
@@ -66,7 +65,6 @@ impl ActiveTrace {
             otel_id,
             mlflow_id: OnceLock::new(),
             root_span_id: SpanId::random(),
-            location: provider.location.clone(),
             provider,
             started_ns: crate::span::now_ns(),
             inner: Mutex::new(TraceInner::default()),
@@ -337,7 +335,7 @@ impl FinishedTrace {
             raw: RawTrace {
                 trace_id: state.otel_id,
                 root_span_id: state.root_span_id,
-                location: state.location.clone(),
+                location: state.provider.location.clone(),
                 spans,
                 updates,
             },
