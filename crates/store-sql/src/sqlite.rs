@@ -454,15 +454,11 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
-    for info in &batch.infos {
-        let experiment_id = validate::trace_info(info)?;
+    let span_experiments = batch.spans.iter().map(|(experiment_id, _)| Ok(experiment_id.as_str()));
+    for experiment_id in batch.infos.iter().map(validate::trace_info).chain(span_experiments) {
+        let experiment_id = experiment_id?;
         if !experiments.contains_key(experiment_id) {
             experiments.insert(experiment_id.to_owned(), require_active(tx, experiment_id)?);
-        }
-    }
-    for (experiment_id, _) in &batch.spans {
-        if !experiments.contains_key(experiment_id) {
-            experiments.insert(experiment_id.clone(), require_active(tx, experiment_id)?);
         }
     }
 
@@ -496,16 +492,12 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
                 save_info(tx, &info, exp_id, false)?;
                 info
             }
-            Some((previous, true)) => {
+            // no info from the client yet: derived from the spans, keeping tags set meanwhile
+            placeholder => {
                 let mut info = info_from_spans(&trace_id, &exp, &stored_spans);
-                for (k, v) in previous.tags {
+                for (k, v) in placeholder.into_iter().flat_map(|(previous, _)| previous.tags) {
                     info.tags.entry(k).or_insert(v);
                 }
-                save_info(tx, &info, exp_id, true)?;
-                info
-            }
-            None => {
-                let info = info_from_spans(&trace_id, &exp, &stored_spans);
                 save_info(tx, &info, exp_id, true)?;
                 info
             }
