@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracelake_server::Limits;
 use tracelake_store::TraceStore;
-use tracelake_store_sql::SqliteStore;
+use tracelake_store_sql::{PostgresStore, SqliteStore};
 
 #[derive(Parser, Debug)]
 #[command(name = "tracelake", version, about = "MLflow-compatible tracing backend and tools")]
@@ -35,7 +35,8 @@ struct ServerArgs {
     /// OTLP/gRPC port; 0 turns gRPC off.
     #[arg(long, env = "TRACELAKE_GRPC_PORT", default_value_t = 4317)]
     grpc_port: u16,
-    /// Where traces are stored: `sqlite:///relative.db`, `sqlite:////absolute.db` or a file path.
+    /// Where traces are stored: `sqlite:///relative.db`, `sqlite:////absolute.db`, a file path, or
+    /// `postgresql://user:password@host:port/database` (created if the server has no such database).
     #[arg(long, env = "TRACELAKE_BACKEND_STORE_URI", default_value = "sqlite:///tracelake.db")]
     backend_store_uri: String,
     /// Largest request body, in bytes.
@@ -43,24 +44,43 @@ struct ServerArgs {
     max_body_bytes: usize,
 }
 
-/// The SQLite file a backend store URI names (MLflow's forms: `sqlite:///rel`, `sqlite:////abs`).
-fn sqlite_path(uri: &str) -> anyhow::Result<PathBuf> {
+/// The store a backend store URI names, in MLflow's forms.
+#[derive(Debug, PartialEq)]
+enum Backend {
+    /// `sqlite:///rel`, `sqlite:////abs` or a plain path.
+    Sqlite(PathBuf),
+    /// `postgresql://…`, `postgres://…` or SQLAlchemy's `postgresql+<driver>://…`.
+    Postgres(String),
+}
+
+fn backend(uri: &str) -> anyhow::Result<Backend> {
     if let Some(rest) = uri.strip_prefix("sqlite://") {
         let path = rest.strip_prefix('/').unwrap_or(rest);
         if path.is_empty() {
             bail!("--backend-store-uri {uri:?} names no file: use sqlite:///tracelake.db");
         }
-        return Ok(PathBuf::from(path));
+        return Ok(Backend::Sqlite(PathBuf::from(path)));
     }
-    if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
+    if let Some((scheme, _)) = uri.split_once("://") {
+        if scheme == "postgresql" || scheme == "postgres" || scheme.starts_with("postgresql+") {
+            return Ok(Backend::Postgres(uri.to_owned()));
+        }
         bail!(
-            "--backend-store-uri {uri:?}: the PostgreSQL backend is not available yet; use sqlite:///<file>"
+            "--backend-store-uri {uri:?}: unsupported scheme {scheme:?}; use sqlite:///<file> or postgresql://<host>/<database>"
         );
     }
-    if uri.contains("://") {
-        bail!("--backend-store-uri {uri:?}: unsupported scheme; use sqlite:///<file>");
-    }
-    Ok(PathBuf::from(uri))
+    Ok(Backend::Sqlite(PathBuf::from(uri)))
+}
+
+async fn open_store(uri: &str) -> anyhow::Result<Arc<dyn TraceStore>> {
+    Ok(match backend(uri)? {
+        Backend::Sqlite(path) => Arc::new(
+            SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening the store {}", path.display()))?,
+        ),
+        Backend::Postgres(uri) => Arc::new(PostgresStore::connect(&uri).await?),
+    })
 }
 
 async fn shutdown_signal() {
@@ -80,10 +100,7 @@ async fn shutdown_signal() {
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    let path = sqlite_path(&args.backend_store_uri)?;
-    let store: Arc<dyn TraceStore> = Arc::new(
-        SqliteStore::open(&path).await.with_context(|| format!("opening the store {}", path.display()))?,
-    );
+    let store = open_store(&args.backend_store_uri).await?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().with_context(|| {
         format!("--host {:?} --port {}: not an address to listen on", args.host, args.port)
     })?;
@@ -123,10 +140,14 @@ mod tests {
 
     #[test]
     fn backend_store_uris_read_like_mlflow() {
-        assert_eq!(sqlite_path("sqlite:///tracelake.db").unwrap(), PathBuf::from("tracelake.db"));
-        assert_eq!(sqlite_path("sqlite:////var/lib/t.db").unwrap(), PathBuf::from("/var/lib/t.db"));
-        assert_eq!(sqlite_path("data/t.db").unwrap(), PathBuf::from("data/t.db"));
-        assert!(sqlite_path("mysql://x").unwrap_err().to_string().contains("unsupported scheme"));
-        assert!(sqlite_path("postgresql://db/x").unwrap_err().to_string().contains("not available yet"));
+        let sqlite = |p: &str| Backend::Sqlite(PathBuf::from(p));
+        assert_eq!(backend("sqlite:///tracelake.db").unwrap(), sqlite("tracelake.db"));
+        assert_eq!(backend("sqlite:////var/lib/t.db").unwrap(), sqlite("/var/lib/t.db"));
+        assert_eq!(backend("data/t.db").unwrap(), sqlite("data/t.db"));
+        assert!(backend("sqlite://").unwrap_err().to_string().contains("names no file"));
+        assert!(backend("mysql://x").unwrap_err().to_string().contains("unsupported scheme \"mysql\""));
+        for uri in ["postgresql://u@db/x", "postgres://db/x", "postgresql+psycopg2://u:p@db:5432/x"] {
+            assert_eq!(backend(uri).unwrap(), Backend::Postgres(uri.into()));
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
@@ -65,14 +65,30 @@ impl Server {
         }
     }
 
+    /// `tracelake server` on a SQLite file of its own.
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracelake.db").display().to_string();
+        Server::start_on(dir, &db)
+    }
+
+    /// `tracelake server` on a new database of the PostgreSQL server `TRACELAKE_TEST_POSTGRES_URI`
+    /// names (`scripts/test` starts one); the server creates the database.
+    fn start_on_postgres() -> Server {
+        let server = std::env::var("TRACELAKE_TEST_POSTGRES_URI")
+            .expect("TRACELAKE_TEST_POSTGRES_URI must name a PostgreSQL server (scripts/test starts one)");
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let uri = format!("{base}/tracelake_e2e_{}_{stamp}", std::process::id());
+        Server::start_on(tempfile::tempdir().unwrap(), &uri)
+    }
+
+    fn start_on(dir: tempfile::TempDir, backend_store_uri: &str) -> Server {
         let port = free_port();
         let grpc_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
             .args(["server", "--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
-            .arg("--backend-store-uri")
-            .arg(dir.path().join("tracelake.db"))
+            .args(["--backend-store-uri", backend_store_uri])
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tracelake server");
@@ -160,6 +176,15 @@ fn the_same_client_checks_pass_against_the_stock_mlflow_server() {
 #[test]
 fn opentelemetry_exporters_send_over_http_and_grpc() {
     let server = Server::start();
+    let grpc = format!("127.0.0.1:{}", server.grpc_port);
+    run_script(&server, "otel_export.py", &[&grpc]);
+}
+
+/// The same client checks and OpenTelemetry exporters against a server on PostgreSQL.
+#[test]
+fn the_stock_clients_work_against_a_server_on_postgresql() {
+    let server = Server::start_on_postgres();
+    run_client(&server, &[]);
     let grpc = format!("127.0.0.1:{}", server.grpc_port);
     run_script(&server, "otel_export.py", &[&grpc]);
 }

@@ -11,6 +11,10 @@
 //! # Ok(()) }
 //! ```
 
+mod common;
+mod postgres;
+mod query;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

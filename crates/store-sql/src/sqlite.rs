@@ -8,26 +8,28 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
-use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, TraceState, keys, tag_keys};
-use tracelake_store::derive::{info_from_spans, merge_info, refresh_from_spans};
+use tracelake_model::{Span, Trace, TraceId, TraceInfo, keys, tag_keys};
+use tracelake_store::derive::info_from_spans;
 use tracelake_store::eval::{decode_page_token, encode_page_token, like};
 use tracelake_store::{
-    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, OrderKey, Page, Run,
-    SpanField, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page, Run, StoreError,
+    StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
+
+use crate::common::{InfoRow, info_after_spans, info_after_write, lifecycle_stage, now_ms, sort_spans};
+use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: [&str; 3] = [
-    include_str!("../migrations/0001_initial.sql"),
-    include_str!("../migrations/0002_runs.sql"),
-    include_str!("../migrations/0003_sequential_trace_keys.sql"),
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_runs.sql"),
+    include_str!("../migrations/sqlite/0003_sequential_trace_keys.sql"),
 ];
 
 /// How many connections serve reads.
@@ -48,8 +50,12 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("sqlite: {e}"))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+fn sql_value(p: &Param) -> SqlValue {
+    match p {
+        Param::Int(i) => SqlValue::Integer(*i),
+        Param::Real(f) => SqlValue::Real(*f),
+        Param::Text(s) => SqlValue::Text(s.clone()),
+    }
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -188,7 +194,7 @@ fn load_experiment(conn: &Connection, id: i64) -> StoreResult<Option<Experiment>
         experiment_id: id.to_string(),
         name,
         artifact_location,
-        lifecycle_stage: if stage == "deleted" { LifecycleStage::Deleted } else { LifecycleStage::Active },
+        lifecycle_stage: lifecycle_stage(&stage),
         tags,
         creation_time_ms,
         last_update_time_ms,
@@ -271,7 +277,7 @@ fn load_run(conn: &Connection, run_id: &str) -> StoreResult<Run> {
         status,
         start_time_ms,
         end_time_ms,
-        lifecycle_stage: if stage == "deleted" { LifecycleStage::Deleted } else { LifecycleStage::Active },
+        lifecycle_stage: lifecycle_stage(&stage),
         artifact_uri,
         tags,
     })
@@ -288,34 +294,21 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo
         )
         .map_err(internal)?
         .query_row(params![trace_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, bool>(7)?,
-                r.get::<_, String>(8)?,
-            ))
+            Ok(InfoRow {
+                experiment_id: r.get(0)?,
+                request_time_ms: r.get(1)?,
+                execution_duration_ms: r.get(2)?,
+                state: r.get(3)?,
+                client_request_id: r.get(4)?,
+                request_preview: r.get(5)?,
+                response_preview: r.get(6)?,
+                from_spans_only: r.get(7)?,
+                assessments: r.get(8)?,
+            })
         })
         .optional()
         .map_err(internal)?;
-    let Some((
-        experiment_id,
-        request_time_ms,
-        duration,
-        state,
-        client_request_id,
-        req,
-        resp,
-        from_spans,
-        assessments,
-    )) = row
-    else {
-        return Ok(None);
-    };
+    let Some(row) = row else { return Ok(None) };
     let map = |table: &str| -> StoreResult<BTreeMap<String, String>> {
         let mut stmt = conn
             .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)"))
@@ -325,20 +318,7 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo
             .collect::<Result<_, _>>()
             .map_err(internal)
     };
-    let info = TraceInfo {
-        trace_id: trace_id.to_owned(),
-        client_request_id,
-        trace_location: TraceLocation::experiment(experiment_id.to_string()),
-        request_time_ms,
-        execution_duration_ms: duration,
-        state: TraceState::parse(&state).unwrap_or_default(),
-        request_preview: req,
-        response_preview: resp,
-        trace_metadata: map("trace_metadata")?,
-        tags: map("trace_tags")?,
-        assessments: serde_json::from_str(&assessments).unwrap_or_default(),
-    };
-    Ok(Some((info, from_spans)))
+    Ok(Some(row.into_info(trace_id, map("trace_tags")?, map("trace_metadata")?)))
 }
 
 fn save_info(
@@ -416,9 +396,7 @@ fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
                 .map_err(|e| internal(format!("stored span of {trace_id} is unreadable: {e}")))
         })
         .collect::<StoreResult<Vec<Span>>>()?;
-    spans.sort_unstable_by_key(|s| {
-        (s.parent_id.is_some(), s.start_time_unix_nano as i64, s.span_id.to_u64() as i64)
-    });
+    sort_spans(&mut spans);
     Ok(spans)
 }
 
@@ -486,45 +464,17 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
             upsert_span(tx, &trace_id, span)?;
         }
         let stored_spans = load_spans(tx, &trace_id)?;
-        let info = match existing {
-            Some((mut info, false)) => {
-                refresh_from_spans(&mut info, &stored_spans, false);
-                save_info(tx, &info, exp_id, false)?;
-                info
-            }
-            // no info from the client yet: derived from the spans, keeping tags set meanwhile
-            placeholder => {
-                let mut info = info_from_spans(&trace_id, &exp, &stored_spans);
-                for (k, v) in placeholder.into_iter().flat_map(|(previous, _)| previous.tags) {
-                    info.tags.entry(k).or_insert(v);
-                }
-                save_info(tx, &info, exp_id, true)?;
-                info
-            }
-        };
+        let (info, from_spans_only) = info_after_spans(&trace_id, &exp, existing, &stored_spans);
+        save_info(tx, &info, exp_id, from_spans_only)?;
         touched.push(info.trace_id);
     }
     for incoming in batch.infos {
         let exp = incoming.trace_location.experiment_id().unwrap_or("0").to_owned();
         let exp_id = validate::experiment_id(&exp)?;
-        let artifact_root = experiments.get(&exp).map(|e| e.artifact_location.clone()).unwrap_or_default();
-        let mut info = match load_info(tx, &incoming.trace_id)? {
-            Some((info, _)) => info,
-            None => TraceInfo {
-                trace_id: incoming.trace_id.clone(),
-                trace_location: TraceLocation::experiment(&exp),
-                ..TraceInfo::default()
-            },
-        };
-        merge_info(&mut info, &incoming);
-        info.tags.insert(
-            tag_keys::ARTIFACT_LOCATION.into(),
-            format!("{artifact_root}/traces/{}/artifacts", incoming.trace_id),
-        );
+        let artifact_root = experiments.get(&exp).map_or("", |e| e.artifact_location.as_str());
+        let stored = load_info(tx, &incoming.trace_id)?.map(|(info, _)| info);
         let stored_spans = load_spans(tx, &incoming.trace_id)?;
-        if !stored_spans.is_empty() {
-            refresh_from_spans(&mut info, &stored_spans, false);
-        }
+        let info = info_after_write(stored, &incoming, artifact_root, &stored_spans);
         save_info(tx, &info, exp_id, false)?;
         touched.push(info.trace_id);
     }
@@ -538,220 +488,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     Ok(out)
 }
 
-// ---- search: filters to SQL ---------------------------------------------------------------
-
-/// SQL text with its parameters.
-#[derive(Default)]
-struct Sql {
-    text: String,
-    params: Vec<SqlValue>,
-}
-
-impl Sql {
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind_str(&mut self, v: &str) -> &mut Self {
-        self.bind(v.to_owned())
-    }
-
-    /// Binds a value; placeholders are numbered as they are bound, so expressions built
-    /// ahead of time (which bind their own values) can be placed anywhere in the text.
-    fn bind(&mut self, v: impl Into<SqlValue>) -> &mut Self {
-        self.params.push(v.into());
-        let n = self.params.len();
-        self.text.push_str(&format!("?{n}"));
-        self
-    }
-}
-
-/// `<expr> <op> <value>` for a text-valued expression.
-fn text_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()> {
-    match (&clause.op, &clause.value) {
-        (Op::Eq, l) => sql.push(expr).push(" = ").bind(l.text()),
-        (Op::NotEq, l) => sql.push(expr).push(" != ").bind(l.text()),
-        (Op::Like, l) => sql.push(expr).push(" LIKE ").bind(l.text()),
-        (Op::ILike, l) => sql.push("tl_ilike(").bind(l.text()).push(", ").push(expr).push(")"),
-        (Op::RLike, l) => sql.push("tl_rlike(").bind(l.text()).push(", ").push(expr).push(")"),
-        (op @ (Op::In | Op::NotIn), Literal::List(items)) => {
-            sql.push(expr).push(if *op == Op::In { " IN (" } else { " NOT IN (" });
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(item.clone());
-            }
-            sql.push(")")
-        }
-        (op, _) => {
-            return Err(StoreError::InvalidArgument(format!("{} cannot compare text here", op.as_str())));
-        }
-    };
-    Ok(())
-}
-
-fn number_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()> {
-    let value = match clause.value {
-        Literal::Int(i) => SqlValue::Integer(i),
-        Literal::Float(f) => SqlValue::Real(f),
-        _ => return Err(StoreError::InvalidArgument("expected a number".into())),
-    };
-    let op = match clause.op {
-        Op::Eq => " = ",
-        Op::NotEq => " != ",
-        Op::Gt => " > ",
-        Op::Ge => " >= ",
-        Op::Lt => " < ",
-        Op::Le => " <= ",
-        op => return Err(StoreError::InvalidArgument(format!("{} cannot compare numbers", op.as_str()))),
-    };
-    sql.push(expr).push(op).bind(value);
-    Ok(())
-}
-
-/// A tag- or metadata-style key/value table condition.
-fn kv_condition(sql: &mut Sql, table: &str, key: &str, clause: &Clause) -> StoreResult<()> {
-    match clause.op {
-        Op::IsNull | Op::IsNotNull => {
-            sql.push(if clause.op == Op::IsNull { "NOT EXISTS" } else { "EXISTS" });
-            sql.push(&format!(" (SELECT 1 FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = "))
-                .bind_str(key);
-            sql.push(")");
-        }
-        _ => {
-            sql.push(&format!(
-                "EXISTS (SELECT 1 FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = "
-            ))
-            .bind_str(key);
-            sql.push(" AND ");
-            text_condition(sql, "kv.value", clause)?;
-            sql.push(")");
-        }
-    }
-    Ok(())
-}
-
-fn unsupported(what: &str) -> StoreError {
-    StoreError::InvalidArgument(format!("{what} filters are not supported by the SQLite store yet"))
-}
-
-fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
-    match &clause.target {
-        Target::Attribute(a) => match a {
-            Attribute::TimestampMs => number_condition(sql, "t.request_time_ms", clause),
-            Attribute::ExecutionTimeMs => number_condition(sql, "t.execution_duration_ms", clause),
-            Attribute::EndTimeMs => {
-                number_condition(sql, "(t.request_time_ms + t.execution_duration_ms)", clause)
-            }
-            Attribute::RequestId => text_condition(sql, "t.trace_id", clause),
-            Attribute::Status => text_condition(sql, "t.state", clause),
-            Attribute::ClientRequestId => text_condition(sql, "t.client_request_id", clause),
-            Attribute::Name => kv_condition(sql, "trace_tags", tag_keys::TRACE_NAME, clause),
-            Attribute::RunId => {
-                // candidates: metadata mlflow.sourceRun and runs linked to the trace
-                let negative = matches!(clause.op, Op::NotEq | Op::NotIn);
-                let positive = Clause {
-                    op: match clause.op {
-                        Op::NotEq => Op::Eq,
-                        Op::NotIn => Op::In,
-                        op => op,
-                    },
-                    ..clause.clone()
-                };
-                let any = |sql: &mut Sql, c: &Clause| -> StoreResult<()> {
-                    sql.push("(EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_key = t.trace_key AND kv.key = ")
-                        .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
-                        .push(" AND ");
-                    text_condition(sql, "kv.value", c)?;
-                    sql.push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_key = t.trace_key AND ");
-                    text_condition(sql, "r.run_id", c)?;
-                    sql.push("))");
-                    Ok(())
-                };
-                if negative {
-                    sql.push("(NOT ");
-                    any(sql, &positive)?;
-                    sql.push(" AND (EXISTS (SELECT 1 FROM trace_metadata kv WHERE kv.trace_key = t.trace_key AND kv.key = ")
-                        .bind_str(tracelake_model::metadata_keys::SOURCE_RUN)
-                        .push(") OR EXISTS (SELECT 1 FROM trace_runs r WHERE r.trace_key = t.trace_key)))");
-                    Ok(())
-                } else {
-                    any(sql, clause)
-                }
-            }
-            Attribute::Text => {
-                sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_key = t.trace_key AND ");
-                text_condition(sql, "s.content", clause)?;
-                sql.push(")");
-                Ok(())
-            }
-            Attribute::Prompt => Err(unsupported("prompt")),
-        },
-        Target::Tag(k) => kv_condition(sql, "trace_tags", k, clause),
-        Target::Metadata(k) => kv_condition(sql, "trace_metadata", k, clause),
-        Target::Feedback(_) => Err(unsupported("feedback")),
-        Target::Expectation(_) => Err(unsupported("expectation")),
-        Target::IssueId => Err(unsupported("issue.id")),
-        Target::Span(_) => unreachable!("span clauses are grouped"),
-    }
-}
-
-/// A span attribute, decoded as the reference evaluator reads it: a JSON string's text, else
-/// the raw JSON.
-fn span_attribute_expr(sql: &mut Sql, key: &str) -> String {
-    let path = format!("$.attributes.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""));
-    sql.params.push(SqlValue::Text(path));
-    let n = sql.params.len();
-    format!(
-        "(CASE WHEN json_valid(json_extract(s.content, ?{n})) AND json_type(json_extract(s.content, ?{n})) = 'text' \
-         THEN json_extract(json_extract(s.content, ?{n}), '$') ELSE json_extract(s.content, ?{n}) END)"
-    )
-}
-
-fn span_conditions(sql: &mut Sql, clauses: &[&Clause]) -> StoreResult<()> {
-    sql.push("EXISTS (SELECT 1 FROM spans s WHERE s.trace_key = t.trace_key");
-    for clause in clauses {
-        sql.push(" AND ");
-        let Target::Span(field) = &clause.target else { unreachable!("only span clauses") };
-        match field {
-            SpanField::Name => text_condition(sql, "s.name", clause)?,
-            SpanField::Type => text_condition(sql, "s.type", clause)?,
-            SpanField::Status => text_condition(sql, "s.status", clause)?,
-            SpanField::Content => text_condition(sql, "s.content", clause)?,
-            SpanField::Attribute(k) => {
-                let expr = span_attribute_expr(sql, k);
-                text_condition(sql, &expr, clause)?;
-            }
-        }
-    }
-    sql.push(")");
-    Ok(())
-}
-
-fn order_expr(sql: &mut Sql, key: &OrderKey) -> String {
-    let kv = |sql: &mut Sql, table: &str, k: &str| {
-        sql.params.push(SqlValue::Text(k.to_owned()));
-        let n = sql.params.len();
-        format!("(SELECT value FROM {table} kv WHERE kv.trace_key = t.trace_key AND kv.key = ?{n})")
-    };
-    match key {
-        OrderKey::ExperimentId => "t.experiment_id".into(),
-        OrderKey::Attribute(Attribute::TimestampMs) => "t.request_time_ms".into(),
-        OrderKey::Attribute(Attribute::ExecutionTimeMs) => "t.execution_duration_ms".into(),
-        OrderKey::Attribute(Attribute::EndTimeMs) => "(t.request_time_ms + t.execution_duration_ms)".into(),
-        OrderKey::Attribute(Attribute::Status) => "t.state".into(),
-        OrderKey::Attribute(Attribute::RequestId) => "t.trace_id".into(),
-        OrderKey::Attribute(Attribute::Name) => kv(sql, "trace_tags", tag_keys::TRACE_NAME),
-        OrderKey::Attribute(Attribute::RunId) => {
-            kv(sql, "trace_metadata", tracelake_model::metadata_keys::SOURCE_RUN)
-        }
-        OrderKey::Attribute(_) => "NULL".into(),
-        OrderKey::Tag(k) => kv(sql, "trace_tags", k),
-        OrderKey::Metadata(k) => kv(sql, "trace_metadata", k),
-    }
-}
+// ---- search ------------------------------------------------------------------------------
 
 /// Traces an equality on a tag or metadata value may match at most, for the search to start from
 /// the `(key, value)` index and sort what it finds; above this, walking the experiment's traces
@@ -804,49 +541,21 @@ fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>>
     if experiment_ids.is_empty() {
         return Ok(Page { items: vec![], next_page_token: None });
     }
-    let (span_clauses, trace_clauses): (Vec<&Clause>, Vec<&Clause>) =
-        query.filter.clauses.iter().partition(|c| matches!(c.target, Target::Span(_)));
-    let mut sql = Sql::default();
-    let driver = selective_driver(conn, &trace_clauses)?;
-    // `+` keeps the planner off the (experiment, time) index when a selective clause drives
-    sql.push(if driver.is_some() {
-        "SELECT t.trace_id FROM traces t WHERE +t.experiment_id IN ("
-    } else {
-        "SELECT t.trace_id FROM traces t WHERE t.experiment_id IN ("
-    });
-    for (i, id) in experiment_ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind(*id);
-    }
-    sql.push(")");
-    if let Some((table, key, value)) = driver {
-        sql.push(&format!(" AND t.trace_key IN (SELECT trace_key FROM {table} WHERE key = "))
-            .bind_str(key)
-            .push(" AND value = ")
-            .bind_str(value)
-            .push(")");
-    }
-    for clause in trace_clauses {
-        sql.push(" AND ");
-        trace_condition(&mut sql, clause)?;
-    }
-    if !span_clauses.is_empty() {
-        sql.push(" AND ");
-        span_conditions(&mut sql, &span_clauses)?;
-    }
-    sql.push(" ORDER BY ");
-    for o in &query.order_by {
-        let expr = order_expr(&mut sql, &o.key);
-        sql.push(&expr).push(if o.ascending { " ASC, " } else { " DESC, " });
-    }
-    sql.push("t.request_time_ms DESC, t.trace_id ASC LIMIT ").bind(query.max_results as i64 + 1);
-    sql.push(" OFFSET ").bind(offset as i64);
+    let trace_clauses: Vec<&Clause> =
+        query.filter.clauses.iter().filter(|c| !matches!(c.target, Target::Span(_))).collect();
+    let plan = SearchPlan {
+        experiment_ids: &experiment_ids,
+        driver: selective_driver(conn, &trace_clauses)?,
+        clauses: &query.filter.clauses,
+        order_by: &query.order_by,
+        limit: query.max_results + 1,
+        offset,
+    };
+    let sql = search_sql(Dialect::Sqlite, &plan)?;
 
     let mut stmt = conn.prepare(&sql.text).map_err(internal)?;
     let ids = stmt
-        .query_map(params_from_iter(sql.params.iter()), |r| r.get::<_, String>(0))
+        .query_map(params_from_iter(sql.params.iter().map(sql_value)), |r| r.get::<_, String>(0))
         .map_err(filter_error)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(filter_error)?;

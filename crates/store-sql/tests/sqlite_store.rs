@@ -32,8 +32,8 @@ async fn a_version_2_database_is_upgraded_without_loss() {
     let path = dir.path().join("old.db");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(include_str!("../migrations/0001_initial.sql")).unwrap();
-        conn.execute_batch(include_str!("../migrations/0002_runs.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/0001_initial.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/0002_runs.sql")).unwrap();
         conn.execute_batch(
             "INSERT INTO experiments VALUES (0, 'Default', 'mlflow-artifacts:/0', 'active', 1, 1);
              INSERT INTO traces VALUES ('tr-0000000000000000000000000000abcd', 0, 1000, 5, 'OK', NULL, 'in', 'out', 0, '[]');
