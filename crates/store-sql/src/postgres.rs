@@ -20,7 +20,10 @@ use tracelake_store::{
     TraceStore, ViewType, WriteBatch, validate,
 };
 
-use crate::common::{InfoRow, info_after_spans, info_after_write, lifecycle_stage, now_ms, sort_spans};
+use crate::common::{
+    Changed, InfoRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
+    sort_spans,
+};
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Connections in the pool.
@@ -266,13 +269,6 @@ async fn set_run_tag(conn: &mut PgConnection, run_id: &str, key: &str, value: &s
 
 // ---- traces: reading -------------------------------------------------------------------------
 
-/// A stored trace: its key, its info and whether the info still follows the spans only.
-struct Stored {
-    key: i64,
-    info: TraceInfo,
-    from_spans_only: bool,
-}
-
 type TraceRow = (
     i64,
     String,
@@ -288,7 +284,11 @@ type TraceRow = (
 );
 
 /// The stored traces among `ids`, by id.
-async fn load_infos(conn: &mut PgConnection, ids: &[String]) -> StoreResult<HashMap<String, Stored>> {
+async fn load_infos(
+    conn: &mut PgConnection,
+    ids: &[impl AsRef<str> + Sync],
+) -> StoreResult<HashMap<String, Stored>> {
+    let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
     let rows: Vec<TraceRow> = sqlx::query_as(
         "SELECT trace_key, trace_id, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
                 request_preview, response_preview, from_spans_only, assessments
@@ -324,6 +324,7 @@ async fn load_infos(conn: &mut PgConnection, ids: &[String]) -> StoreResult<Hash
     ) in rows
     {
         let row = InfoRow {
+            key,
             experiment_id,
             request_time_ms,
             execution_duration_ms: duration,
@@ -334,12 +335,10 @@ async fn load_infos(conn: &mut PgConnection, ids: &[String]) -> StoreResult<Hash
             from_spans_only: from_spans,
             assessments: a,
         };
-        let (info, from_spans_only) = row.into_info(
-            &trace_id,
-            tags.remove(&key).unwrap_or_default(),
-            metadata.remove(&key).unwrap_or_default(),
-        );
-        out.insert(trace_id, Stored { key, info, from_spans_only });
+        let (tags, metadata) =
+            (tags.remove(&key).unwrap_or_default(), metadata.remove(&key).unwrap_or_default());
+        let stored = row.into_stored(&trace_id, tags, metadata);
+        out.insert(trace_id, stored);
     }
     Ok(out)
 }
@@ -391,124 +390,37 @@ async fn require_trace_key(conn: &mut PgConnection, id: &str) -> StoreResult<i64
 
 // ---- traces: writing -------------------------------------------------------------------------
 
-/// A trace's state while a batch is applied.
-struct Pending {
-    key: Option<i64>,
-    experiment_id: String,
-    info: Option<TraceInfo>,
-    from_spans_only: bool,
-    /// Every span the trace has, by span id: stored ones, replaced by incoming ones.
-    spans: BTreeMap<u64, Span>,
-    /// The spans this batch writes.
-    incoming: Vec<u64>,
-}
-
 async fn apply(conn: &mut PgConnection, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything.
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
-    let span_experiments = batch.spans.iter().map(|(experiment_id, _)| Ok(experiment_id.as_str()));
-    for experiment_id in batch.infos.iter().map(validate::trace_info).chain(span_experiments) {
-        let experiment_id = experiment_id?;
-        if !experiments.contains_key(experiment_id) {
-            experiments.insert(experiment_id.to_owned(), require_active(conn, experiment_id).await?);
-        }
+    for id in batch_experiments(&batch)? {
+        experiments.insert(id.to_owned(), require_active(conn, id).await?);
     }
-
-    // The traces in the order they are first touched, locked in id order (no deadlocks between
-    // writers), then read as they are now.
-    let mut order: Vec<String> = Vec::new();
-    let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut touch = |id: String, experiment_id: &str| {
-        if let std::collections::hash_map::Entry::Vacant(e) = pending.entry(id) {
-            order.push(e.key().clone());
-            e.insert(Pending {
-                key: None,
-                experiment_id: experiment_id.to_owned(),
-                info: None,
-                from_spans_only: true,
-                spans: BTreeMap::new(),
-                incoming: Vec::new(),
-            });
-        }
-    };
-    for (experiment_id, span) in &batch.spans {
-        touch(span.trace_id.to_mlflow_v3(), experiment_id);
-    }
-    for info in &batch.infos {
-        touch(info.trace_id.clone(), info.trace_location.experiment_id().unwrap_or("0"));
-    }
-    let mut locked = order.clone();
-    locked.sort_unstable();
+    // Lock the traces in id order (no deadlocks between writers), then read them as they are now.
+    let touched = batch_traces(&batch);
+    let mut ids: Vec<&str> = touched.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) FROM unnest($1::text[]) AS id")
-        .bind(&locked)
+        .bind(&ids)
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
-    let mut stored = load_infos(conn, &order).await?;
-    let stored_keys: Vec<i64> = stored.values().map(|s| s.key).collect();
-    let mut stored_spans = load_spans(conn, &stored_keys).await?;
-    for (id, p) in &mut pending {
-        if let Some(s) = stored.remove(id) {
-            p.spans = stored_spans
-                .remove(&s.key)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| (s.span_id.to_u64(), s))
-                .collect();
-            // a stored trace stays in its experiment
-            p.experiment_id = s.info.trace_location.experiment_id().unwrap_or("0").to_owned();
-            p.key = Some(s.key);
-            p.info = Some(s.info);
-            p.from_spans_only = s.from_spans_only;
-        }
-    }
-
-    // Spans first, then infos, as the other stores apply them.
-    let mut with_spans: Vec<String> = Vec::new();
-    for (_, span) in batch.spans {
-        let id = span.trace_id.to_mlflow_v3();
-        let p = pending.get_mut(&id).expect("touched");
-        let span_id = span.span_id.to_u64();
-        if p.incoming.is_empty() {
-            with_spans.push(id);
-        }
-        p.incoming.push(span_id);
-        p.spans.insert(span_id, span);
-    }
-    with_spans.sort_unstable();
-    for id in &with_spans {
-        let p = pending.get_mut(id).expect("touched");
-        let spans: Vec<Span> = p.spans.values().cloned().collect();
-        let stored = p.info.take().map(|i| (i, p.from_spans_only));
-        let (info, from_spans_only) = info_after_spans(id, &p.experiment_id, stored, &spans);
-        p.info = Some(info);
-        p.from_spans_only = from_spans_only;
-    }
-    for incoming in &batch.infos {
-        let p = pending.get_mut(&incoming.trace_id).expect("touched");
-        let root = experiments.get(&p.experiment_id).map_or("", |e| e.artifact_location.as_str());
-        let spans: Vec<Span> = p.spans.values().cloned().collect();
-        p.info = Some(info_after_write(p.info.take(), incoming, root, &spans));
-        p.from_spans_only = false;
-    }
-
-    save(conn, &order, &mut pending).await?;
-    Ok(order.iter().filter_map(|id| pending.get_mut(id).and_then(|p| p.info.take())).collect())
+    let stored = load_infos(conn, &ids).await?;
+    let keys: Vec<i64> = stored.values().map(|s| s.key).collect();
+    let stored_spans = load_spans(conn, &keys).await?;
+    let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
+    save(conn, &changed).await?;
+    Ok(changed.into_iter().map(|c| c.info).collect())
 }
 
-/// Writes the infos, tags, metadata and incoming spans of `pending` (in statements of arrays).
-async fn save(
-    conn: &mut PgConnection,
-    order: &[String],
-    pending: &mut HashMap<String, Pending>,
-) -> StoreResult<()> {
+/// Saves what a batch changed: infos, tags and metadata, and the spans it wrote, each kind in
+/// one statement of arrays.
+async fn save(conn: &mut PgConnection, changed: &[Changed]) -> StoreResult<()> {
     let mut cols = InfoColumns::default();
-    for id in order {
-        let p = &pending[id];
-        let info = p.info.as_ref().expect("every touched trace has an info");
-        cols.push(info, validate::experiment_id(&p.experiment_id)?, p.from_spans_only)?;
+    for c in changed {
+        cols.push(&c.info, c.experiment_id, c.from_spans_only)?;
     }
-    let keys: Vec<(String, i64)> = sqlx::query_as(
+    let returned: HashMap<String, i64> = sqlx::query_as(
         "INSERT INTO traces (trace_id, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
                              request_preview, response_preview, from_spans_only, assessments)
          SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[],
@@ -532,36 +444,35 @@ async fn save(
     .bind(&cols.assessments)
     .fetch_all(&mut *conn)
     .await
-    .map_err(pg_error)?;
-    for (id, key) in keys {
-        if let Some(p) = pending.get_mut(&id) {
-            p.key = Some(key);
-        }
-    }
+    .map_err(pg_error)?
+    .into_iter()
+    .collect();
+    let key_of = |c: &Changed| returned[&c.info.trace_id];
 
-    let all_keys: Vec<i64> = order.iter().filter_map(|id| pending[id].key).collect();
+    let replaced: Vec<i64> = changed.iter().filter_map(|c| c.key).collect();
     for (table, pick) in [
         ("trace_tags", (|i: &TraceInfo| &i.tags) as fn(&TraceInfo) -> &BTreeMap<String, String>),
         ("trace_metadata", |i: &TraceInfo| &i.trace_metadata),
     ] {
-        let (mut k, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        for id in order {
-            let p = &pending[id];
-            for (name, value) in pick(p.info.as_ref().expect("info")) {
-                k.push(p.key.expect("saved"));
+        let (mut keys, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for c in changed {
+            for (name, value) in pick(&c.info) {
+                keys.push(key_of(c));
                 names.push(name.as_str());
                 values.push(value.as_str());
             }
         }
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE trace_key = ANY($1)")))
-            .bind(&all_keys)
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_error)?;
+        if !replaced.is_empty() {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE trace_key = ANY($1)")))
+                .bind(&replaced)
+                .execute(&mut *conn)
+                .await
+                .map_err(pg_error)?;
+        }
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (trace_key, key, value) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[])"
         )))
-        .bind(&k)
+        .bind(&keys)
         .bind(&names)
         .bind(&values)
         .execute(&mut *conn)
@@ -570,10 +481,9 @@ async fn save(
     }
 
     let mut spans = SpanColumns::default();
-    for id in order {
-        let p = &pending[id];
-        for span_id in p.incoming.iter().collect::<std::collections::BTreeSet<_>>() {
-            spans.push(p.key.expect("saved"), &p.spans[span_id])?;
+    for c in changed {
+        for span in c.written_spans() {
+            spans.push(key_of(c), span)?;
         }
     }
     if spans.trace_key.is_empty() {

@@ -4,7 +4,7 @@
 //! `synchronous=FULL`: a batch is on disk when `write` returns); a few reader connections
 //! answer queries concurrently with it. Every call runs on tokio's blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,14 +15,16 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use tracelake_model::{Span, Trace, TraceId, TraceInfo, keys, tag_keys};
-use tracelake_store::derive::info_from_spans;
 use tracelake_store::eval::{decode_page_token, encode_page_token, like};
 use tracelake_store::{
     Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page, Run, StoreError,
     StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
-use crate::common::{InfoRow, info_after_spans, info_after_write, lifecycle_stage, now_ms, sort_spans};
+use crate::common::{
+    Changed, InfoRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
+    sort_spans,
+};
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -285,25 +287,26 @@ fn load_run(conn: &Connection, run_id: &str) -> StoreResult<Run> {
 
 // ---- traces: reading and writing -----------------------------------------------------------
 
-fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo, bool)>> {
+fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored>> {
     let row = conn
         .prepare_cached(
-            "SELECT experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
+            "SELECT trace_key, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
                     request_preview, response_preview, from_spans_only, assessments
              FROM traces WHERE trace_id = ?1",
         )
         .map_err(internal)?
         .query_row(params![trace_id], |r| {
             Ok(InfoRow {
-                experiment_id: r.get(0)?,
-                request_time_ms: r.get(1)?,
-                execution_duration_ms: r.get(2)?,
-                state: r.get(3)?,
-                client_request_id: r.get(4)?,
-                request_preview: r.get(5)?,
-                response_preview: r.get(6)?,
-                from_spans_only: r.get(7)?,
-                assessments: r.get(8)?,
+                key: r.get(0)?,
+                experiment_id: r.get(1)?,
+                request_time_ms: r.get(2)?,
+                execution_duration_ms: r.get(3)?,
+                state: r.get(4)?,
+                client_request_id: r.get(5)?,
+                request_preview: r.get(6)?,
+                response_preview: r.get(7)?,
+                from_spans_only: r.get(8)?,
+                assessments: r.get(9)?,
             })
         })
         .optional()
@@ -311,59 +314,89 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<(TraceInfo
     let Some(row) = row else { return Ok(None) };
     let map = |table: &str| -> StoreResult<BTreeMap<String, String>> {
         let mut stmt = conn
-            .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)"))
+            .prepare_cached(&format!("SELECT key, value FROM {table} WHERE trace_key = ?1"))
             .map_err(internal)?;
-        stmt.query_map(params![trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map(params![row.key], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(internal)?
             .collect::<Result<_, _>>()
             .map_err(internal)
     };
-    Ok(Some(row.into_info(trace_id, map("trace_tags")?, map("trace_metadata")?)))
+    let (tags, metadata) = (map("trace_tags")?, map("trace_metadata")?);
+    Ok(Some(row.into_stored(trace_id, tags, metadata)))
 }
 
-fn save_info(
-    tx: &Transaction<'_>,
-    info: &TraceInfo,
-    experiment_id: i64,
-    from_spans_only: bool,
-) -> StoreResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO traces (trace_id, experiment_id, request_time_ms, execution_duration_ms, state,
-                             client_request_id, request_preview, response_preview, from_spans_only, assessments)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (trace_id) DO UPDATE SET
-             request_time_ms = excluded.request_time_ms, execution_duration_ms = excluded.execution_duration_ms,
-             state = excluded.state, client_request_id = excluded.client_request_id,
-             request_preview = excluded.request_preview, response_preview = excluded.response_preview,
-             from_spans_only = excluded.from_spans_only, assessments = excluded.assessments",
-    )
-    .map_err(internal)?
-    .execute(params![
-        info.trace_id,
-        experiment_id,
-        info.request_time_ms,
-        info.execution_duration_ms,
-        info.state.as_str(),
-        info.client_request_id,
-        info.request_preview,
-        info.response_preview,
-        from_spans_only,
-        serde_json::to_string(&info.assessments).map_err(internal)?,
-    ])
-    .map_err(internal)?;
-    for (table, map) in [("trace_tags", &info.tags), ("trace_metadata", &info.trace_metadata)] {
-        tx.prepare_cached(&format!(
-            "DELETE FROM {table} WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)"
-        ))
+/// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote.
+fn save(tx: &Transaction<'_>, changed: &Changed) -> StoreResult<()> {
+    let info = &changed.info;
+    let key: i64 = tx
+        .prepare_cached(
+            "INSERT INTO traces (trace_id, experiment_id, request_time_ms, execution_duration_ms, state,
+                                 client_request_id, request_preview, response_preview, from_spans_only, assessments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (trace_id) DO UPDATE SET
+                 request_time_ms = excluded.request_time_ms, execution_duration_ms = excluded.execution_duration_ms,
+                 state = excluded.state, client_request_id = excluded.client_request_id,
+                 request_preview = excluded.request_preview, response_preview = excluded.response_preview,
+                 from_spans_only = excluded.from_spans_only, assessments = excluded.assessments
+             RETURNING trace_key",
+        )
         .map_err(internal)?
-        .execute(params![info.trace_id])
+        .query_row(
+            params![
+                info.trace_id,
+                changed.experiment_id,
+                info.request_time_ms,
+                info.execution_duration_ms,
+                info.state.as_str(),
+                info.client_request_id,
+                info.request_preview,
+                info.response_preview,
+                changed.from_spans_only,
+                serde_json::to_string(&info.assessments).map_err(internal)?,
+            ],
+            |r| r.get(0),
+        )
         .map_err(internal)?;
+    for (table, map) in [("trace_tags", &info.tags), ("trace_metadata", &info.trace_metadata)] {
+        if changed.key.is_some() {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE trace_key = ?1"))
+                .map_err(internal)?
+                .execute(params![key])
+                .map_err(internal)?;
+        }
         let mut insert = tx
-            .prepare_cached(&format!("INSERT INTO {table} (trace_key, key, value) VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3)"))
+            .prepare_cached(&format!("INSERT INTO {table} (trace_key, key, value) VALUES (?1, ?2, ?3)"))
             .map_err(internal)?;
         for (k, v) in map {
-            insert.execute(params![info.trace_id, k, v]).map_err(internal)?;
+            insert.execute(params![key, k, v]).map_err(internal)?;
         }
+    }
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO spans (trace_key, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns,
+                                token_usage, content)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (trace_key, span_id) DO UPDATE SET
+                 parent_span_id = excluded.parent_span_id, name = excluded.name, type = excluded.type,
+                 status = excluded.status, start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns,
+                 token_usage = excluded.token_usage, content = excluded.content",
+        )
+        .map_err(internal)?;
+    for span in changed.written_spans() {
+        upsert
+            .execute(params![
+                key,
+                span.span_id.to_u64() as i64,
+                span.parent_id.map(|p| p.to_u64() as i64),
+                span.name.as_ref(),
+                span.span_type().as_str(),
+                span.status.code.as_str(),
+                span.start_time_unix_nano as i64,
+                span.end_time_unix_nano.map(|e| e as i64),
+                span.attributes.get_raw(keys::CHAT_TOKEN_USAGE),
+                serde_json::to_string(span).map_err(internal)?,
+            ])
+            .map_err(internal)?;
     }
     Ok(())
 }
@@ -376,16 +409,12 @@ fn require_trace_key(conn: &Connection, id: &str) -> StoreResult<i64> {
         .ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))
 }
 
-/// The spans of a trace: roots first, then by start time and span id (the order of the stored
-/// columns). Sorted here rather than by SQLite, which would sort whole rows, contents included.
-fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT content FROM spans WHERE trace_key = (SELECT trace_key FROM traces WHERE trace_id = ?1)",
-        )
-        .map_err(internal)?;
+/// The spans of a trace, in the order `get_traces` gives them. Sorted here rather than by
+/// SQLite, which would sort whole rows, contents included.
+fn load_spans(conn: &Connection, trace_key: i64) -> StoreResult<Vec<Span>> {
+    let mut stmt = conn.prepare_cached("SELECT content FROM spans WHERE trace_key = ?1").map_err(internal)?;
     let contents = stmt
-        .query_map(params![trace_id], |r| r.get::<_, String>(0))
+        .query_map(params![trace_key], |r| r.get::<_, String>(0))
         .map_err(internal)?
         .collect::<Result<Vec<_>, _>>();
     let mut spans = contents
@@ -393,99 +422,33 @@ fn load_spans(conn: &Connection, trace_id: &str) -> StoreResult<Vec<Span>> {
         .iter()
         .map(|c| {
             serde_json::from_str::<Span>(c)
-                .map_err(|e| internal(format!("stored span of {trace_id} is unreadable: {e}")))
+                .map_err(|e| internal(format!("a stored span of trace key {trace_key} is unreadable: {e}")))
         })
         .collect::<StoreResult<Vec<Span>>>()?;
     sort_spans(&mut spans);
     Ok(spans)
 }
 
-fn upsert_span(tx: &Transaction<'_>, trace_id: &str, span: &Span) -> StoreResult<()> {
-    let content = serde_json::to_string(span).map_err(internal)?;
-    tx.prepare_cached(
-        "INSERT INTO spans (trace_key, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns,
-                            token_usage, content)
-         VALUES ((SELECT trace_key FROM traces WHERE trace_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (trace_key, span_id) DO UPDATE SET
-             parent_span_id = excluded.parent_span_id, name = excluded.name, type = excluded.type,
-             status = excluded.status, start_time_ns = excluded.start_time_ns, end_time_ns = excluded.end_time_ns,
-             token_usage = excluded.token_usage, content = excluded.content",
-    )
-    .map_err(internal)?
-    .execute(params![
-        trace_id,
-        span.span_id.to_u64() as i64,
-        span.parent_id.map(|p| p.to_u64() as i64),
-        span.name.as_ref(),
-        span.span_type().as_str(),
-        span.status.code.as_str(),
-        span.start_time_unix_nano as i64,
-        span.end_time_unix_nano.map(|e| e as i64),
-        span.attributes.get_raw(keys::CHAT_TOKEN_USAGE),
-        content,
-    ])
-    .map_err(internal)?;
-    Ok(())
-}
-
 fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
-    let span_experiments = batch.spans.iter().map(|(experiment_id, _)| Ok(experiment_id.as_str()));
-    for experiment_id in batch.infos.iter().map(validate::trace_info).chain(span_experiments) {
-        let experiment_id = experiment_id?;
-        if !experiments.contains_key(experiment_id) {
-            experiments.insert(experiment_id.to_owned(), require_active(tx, experiment_id)?);
+    for id in batch_experiments(&batch)? {
+        experiments.insert(id.to_owned(), require_active(tx, id)?);
+    }
+    let touched = batch_traces(&batch);
+    let (mut stored, mut stored_spans) = (HashMap::new(), HashMap::new());
+    for (id, _) in &touched {
+        if let Some(s) = load_info(tx, id)? {
+            stored_spans.insert(s.key, load_spans(tx, s.key)?);
+            stored.insert(id.clone(), s);
         }
     }
-
-    let mut touched: Vec<String> = Vec::new();
-    let mut by_trace: BTreeMap<String, (String, Vec<Span>)> = BTreeMap::new();
-    for (experiment_id, span) in batch.spans {
-        by_trace
-            .entry(span.trace_id.to_mlflow_v3())
-            .or_insert_with(|| (experiment_id, Vec::new()))
-            .1
-            .push(span);
+    let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
+    for c in &changed {
+        save(tx, c)?;
     }
-    for (trace_id, (experiment_id, spans)) in by_trace {
-        let existing = load_info(tx, &trace_id)?;
-        let exp = existing
-            .as_ref()
-            .and_then(|(i, _)| i.trace_location.experiment_id().map(str::to_owned))
-            .unwrap_or(experiment_id);
-        let exp_id = validate::experiment_id(&exp)?;
-        if existing.is_none() {
-            let placeholder = info_from_spans(&trace_id, &exp, &spans);
-            save_info(tx, &placeholder, exp_id, true)?;
-        }
-        for span in &spans {
-            upsert_span(tx, &trace_id, span)?;
-        }
-        let stored_spans = load_spans(tx, &trace_id)?;
-        let (info, from_spans_only) = info_after_spans(&trace_id, &exp, existing, &stored_spans);
-        save_info(tx, &info, exp_id, from_spans_only)?;
-        touched.push(info.trace_id);
-    }
-    for incoming in batch.infos {
-        let exp = incoming.trace_location.experiment_id().unwrap_or("0").to_owned();
-        let exp_id = validate::experiment_id(&exp)?;
-        let artifact_root = experiments.get(&exp).map_or("", |e| e.artifact_location.as_str());
-        let stored = load_info(tx, &incoming.trace_id)?.map(|(info, _)| info);
-        let stored_spans = load_spans(tx, &incoming.trace_id)?;
-        let info = info_after_write(stored, &incoming, artifact_root, &stored_spans);
-        save_info(tx, &info, exp_id, false)?;
-        touched.push(info.trace_id);
-    }
-    touched.dedup();
-    let mut out = Vec::with_capacity(touched.len());
-    for id in touched {
-        if let Some((info, _)) = load_info(tx, &id)? {
-            out.push(info);
-        }
-    }
-    Ok(out)
+    Ok(changed.into_iter().map(|c| c.info).collect())
 }
 
 // ---- search ------------------------------------------------------------------------------
@@ -562,8 +525,8 @@ fn search(conn: &Connection, query: &TraceQuery) -> StoreResult<Page<TraceInfo>>
     let more = ids.len() > query.max_results;
     let mut items = Vec::with_capacity(ids.len().min(query.max_results));
     for id in ids.iter().take(query.max_results) {
-        if let Some((info, _)) = load_info(conn, id)? {
-            items.push(info);
+        if let Some(s) = load_info(conn, id)? {
+            items.push(s.info);
         }
     }
     let next = offset + items.len();
@@ -792,7 +755,7 @@ impl TraceStore for SqliteStore {
         let id = trace_id.to_owned();
         self.read(move |c| {
             load_info(c, &id)?
-                .map(|(i, _)| i)
+                .map(|s| s.info)
                 .ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))
         })
         .await
@@ -803,8 +766,8 @@ impl TraceStore for SqliteStore {
         self.read(move |c| {
             let mut out = Vec::new();
             for id in ids {
-                if let Some((info, _)) = load_info(c, &id)? {
-                    out.push(Trace { info, spans: load_spans(c, &id)? });
+                if let Some(s) = load_info(c, &id)? {
+                    out.push(Trace { spans: load_spans(c, s.key)?, info: s.info });
                 }
             }
             Ok(out)
