@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -28,11 +29,18 @@ use crate::common::{
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_runs.sql"),
     include_str!("../migrations/sqlite/0003_sequential_trace_keys.sql"),
+    include_str!("../migrations/sqlite/0004_no_span_field_indexes.sql"),
 ];
+
+/// How often the checkpointer copies committed pages from the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL pages past which the writer checkpoints itself (the checkpointer has fallen behind).
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// How many connections serve reads.
 const READERS: usize = 2;
@@ -46,6 +54,41 @@ pub struct SqliteStore {
     writer: Conn,
     readers: Arc<Vec<Conn>>,
     next_reader: Arc<AtomicUsize>,
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// A thread that checkpoints the WAL in the background, so the writer spends its time on
+/// writes rather than on copying pages into the database file. Stops when the store is dropped.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> std::io::Result<Checkpointer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new().name("tracelake-checkpoint".into()).spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                std::thread::park_timeout(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(target: "tracelake", "WAL checkpoint failed: {e}");
+                }
+            }
+        })?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -112,14 +155,18 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || -> rusqlite::Result<SqliteStore> {
             let mut writer = connect(&p)?;
             migrate(&mut writer)?;
+            writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
             let readers = (0..READERS)
                 .map(|_| connect(&p).map(|c| Arc::new(Mutex::new(c))))
                 .collect::<Result<_, _>>()?;
+            let checkpointer = Checkpointer::start(connect(&p)?)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             Ok(SqliteStore {
                 path: p,
                 writer: Arc::new(Mutex::new(writer)),
                 readers: Arc::new(readers),
                 next_reader: Arc::new(AtomicUsize::new(0)),
+                _checkpointer: Arc::new(checkpointer),
             })
         })
         .await
