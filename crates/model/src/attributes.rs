@@ -242,6 +242,27 @@ impl FromIterator<(String, String)> for Attributes {
     }
 }
 
+/// Reads the span dict form: each key's value is JSON text, held in a string.
+impl<'de> serde::Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of attribute names to JSON text")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+                let mut attrs = Attributes::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    attrs.insert_raw(k, v);
+                }
+                Ok(attrs)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! still reads: hex / `tr-` ids (MLflow 3.5), short status codes, the proto-JSON
 //! `execution_duration: "0.171s"` and integer request times.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -139,21 +140,20 @@ fn looks_base64(s: &str, bytes: usize) -> bool {
     s.len() == bytes.div_ceil(3) * 4 && s.ends_with('=')
 }
 
-fn read_trace_id(r: &Reader<'_>, key: &str) -> Result<TraceId, DictError> {
-    let s = r.str(key)?;
-    let parsed = if looks_base64(s, 16) {
+/// A trace id as span dicts write it: base64 of its bytes, or MLflow's `tr-<hex>`.
+fn trace_id_text(s: &str) -> Result<TraceId, String> {
+    if looks_base64(s, 16) {
         BASE64
             .decode(s)
             .map_err(|e| e.to_string())
             .and_then(|b| TraceId::from_bytes(&b).map_err(|e| e.to_string()))
     } else {
         TraceId::from_mlflow(s).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|e| r.err(key, e))
+    }
 }
 
-fn read_span_id(r: &Reader<'_>, key: &str) -> Result<Option<SpanId>, DictError> {
-    let Some(s) = r.opt_str(key)? else { return Ok(None) };
+/// A span id as span dicts write it: base64 of its bytes, or hex; empty is none.
+fn span_id_text(s: &str) -> Result<Option<SpanId>, String> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -165,7 +165,16 @@ fn read_span_id(r: &Reader<'_>, key: &str) -> Result<Option<SpanId>, DictError> 
     } else {
         SpanId::from_hex(s).map_err(|e| e.to_string())
     };
-    parsed.map(Some).map_err(|e| r.err(key, e))
+    parsed.map(Some)
+}
+
+fn read_trace_id(r: &Reader<'_>, key: &str) -> Result<TraceId, DictError> {
+    trace_id_text(r.str(key)?).map_err(|e| r.err(key, e))
+}
+
+fn read_span_id(r: &Reader<'_>, key: &str) -> Result<Option<SpanId>, DictError> {
+    let Some(s) = r.opt_str(key)? else { return Ok(None) };
+    span_id_text(s).map_err(|e| r.err(key, e))
 }
 
 // ---- spans --------------------------------------------------------------------------------
@@ -338,6 +347,125 @@ impl Span {
             events,
             links,
         })
+    }
+}
+
+/// A span dict in the shape tracelake writes, read without building a `Value` tree: the fast
+/// path of [`Span::from_dict_json`]. Anything it does not take goes to the general reader.
+#[derive(Deserialize)]
+struct StoredSpan<'a> {
+    #[serde(borrow)]
+    trace_id: Cow<'a, str>,
+    #[serde(borrow)]
+    span_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    parent_span_id: Option<Cow<'a, str>>,
+    name: String,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    start_time_unix_nano: u64,
+    #[serde(default)]
+    end_time_unix_nano: Option<u64>,
+    #[serde(borrow, default)]
+    status: Option<StoredStatus<'a>>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
+    #[serde(default)]
+    events: Vec<StoredEvent>,
+    #[serde(default)]
+    links: Vec<StoredLink>,
+    #[serde(default)]
+    context: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct StoredLink {
+    trace_id: String,
+    span_id: String,
+    #[serde(default)]
+    attributes: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct StoredStatus<'a> {
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StoredEvent {
+    name: String,
+    #[serde(default)]
+    time_unix_nano: Option<u64>,
+    #[serde(default)]
+    attributes: Option<Map<String, Value>>,
+}
+
+impl StoredSpan<'_> {
+    fn into_span(self) -> Option<Span> {
+        if self.context.is_some() {
+            return None;
+        }
+        let status = match self.status {
+            None => SpanStatus::default(),
+            Some(s) => SpanStatus {
+                code: match s.code {
+                    None => StatusCode::Unset,
+                    Some(c) => StatusCode::parse(&c)?,
+                },
+                message: s.message.unwrap_or_default(),
+            },
+        };
+        Some(Span {
+            trace_id: trace_id_text(&self.trace_id).ok()?,
+            span_id: span_id_text(&self.span_id).ok()??,
+            parent_id: match self.parent_span_id {
+                None => None,
+                Some(p) => span_id_text(&p).ok()?,
+            },
+            name: self.name.into(),
+            kind: match self.kind {
+                None => SpanKind::Internal,
+                Some(k) => SpanKind::from_otlp_name(&k)?,
+            },
+            start_time_unix_nano: self.start_time_unix_nano,
+            end_time_unix_nano: self.end_time_unix_nano,
+            status,
+            attributes: self.attributes.unwrap_or_default(),
+            events: self
+                .events
+                .into_iter()
+                .map(|e| SpanEvent {
+                    name: e.name,
+                    time_unix_nano: e.time_unix_nano.unwrap_or(0),
+                    attributes: e.attributes.unwrap_or_default(),
+                })
+                .collect(),
+            links: self
+                .links
+                .into_iter()
+                .map(|l| Link { trace_id: l.trace_id, span_id: l.span_id, attributes: l.attributes })
+                .collect(),
+        })
+    }
+}
+
+impl Span {
+    /// Reads a span dict from its JSON text, as [`Span::from_dict`] does, but straight from the
+    /// text when it has the shape tracelake writes (stores read every span this way).
+    pub fn from_dict_json(text: &str) -> Result<Span, DictError> {
+        if let Some(span) = serde_json::from_str::<StoredSpan<'_>>(text).ok().and_then(StoredSpan::into_span)
+        {
+            return Ok(span);
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| DictError {
+            what: "span",
+            path: String::new(),
+            problem: format!("not JSON: {e}"),
+        })?;
+        Span::from_dict(&value)
     }
 }
 

@@ -136,3 +136,35 @@ fn traces_written_by_mlflow_read_and_rewrite_without_loss() {
     }
     assert!(count >= 3, "the golden file should hold several traces, found {count}");
 }
+
+/// Reading a span dict from its text (the fast path stores use) gives exactly what reading the
+/// parsed dict gives, for every span MLflow and tracelake wrote, and for dicts in other shapes.
+#[test]
+fn span_dicts_read_from_text_match_the_general_reader() {
+    let text = std::fs::read_to_string(golden("mlflow-3.17.2.jsonl")).expect("golden file written by MLflow");
+    let mut dicts: Vec<Value> = text
+        .lines()
+        .flat_map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["data"]["spans"].as_array().unwrap().clone()
+        })
+        .collect();
+    dicts.extend(serde_json::to_value(sample_trace()).unwrap()["data"]["spans"].as_array().unwrap().clone());
+    assert!(dicts.len() > 10, "{} spans", dicts.len());
+    // other shapes the general reader takes: hex ids, a non-string attribute, no status
+    let mut other = dicts[0].clone();
+    other["span_id"] = Value::from("00000000000000ab");
+    other["attributes"]["count"] = serde_json::json!(3);
+    other.as_object_mut().unwrap().remove("status");
+    dicts.push(other);
+    for dict in &dicts {
+        let want = tracelake_model::Span::from_dict(dict).unwrap();
+        let got = tracelake_model::Span::from_dict_json(&dict.to_string()).unwrap();
+        assert_eq!(got, want, "{dict}");
+    }
+    // and the same errors for what neither takes
+    let mut bad = dicts[0].clone();
+    bad["status"]["code"] = Value::from("STATUS_CODE_MAYBE");
+    let want = tracelake_model::Span::from_dict(&bad).unwrap_err().to_string();
+    assert_eq!(tracelake_model::Span::from_dict_json(&bad.to_string()).unwrap_err().to_string(), want);
+    assert!(tracelake_model::Span::from_dict_json("{not json").unwrap_err().to_string().contains("not JSON"));
+}

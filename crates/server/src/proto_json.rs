@@ -5,8 +5,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
-use tracelake_model::{Span, Trace, TraceInfo, TraceLocation, format_duration_ms, format_timestamp_ms};
-use tracelake_otlp::{OtlpSpan, span_to_otlp};
+use tracelake_model::{
+    Span, SpanId, Trace, TraceId, TraceInfo, TraceLocation, decode_attribute, format_duration_ms,
+    format_timestamp_ms,
+};
 
 /// A `TraceInfoV3` as proto JSON.
 pub(crate) fn trace_info(info: &TraceInfo) -> Value {
@@ -61,43 +63,49 @@ impl Serialize for ProtoTrace<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut m = serializer.serialize_map(Some(2))?;
         m.serialize_entry("trace_info", &trace_info(&self.0.info))?;
-        m.serialize_entry("spans", &Seq(self.0.spans.iter().map(|s| ProtoSpan(span_to_otlp(s), s))))?;
+        m.serialize_entry("spans", &Seq(self.0.spans.iter().map(ProtoSpan)))?;
         m.end()
     }
 }
 
-/// An OTLP span as proto JSON with the field names MLflow's REST API uses; the model span gives
-/// the kind and status names.
-struct ProtoSpan<'a>(OtlpSpan, &'a Span);
+/// A span as an OTLP span in proto JSON, with the field names MLflow's REST API uses, written
+/// straight from the model span: attribute values typed (each attribute's JSON text becomes an
+/// `AnyValue`), ids in base64.
+struct ProtoSpan<'a>(&'a Span);
 
 impl Serialize for ProtoSpan<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (otlp, span) = (&self.0, self.1);
+        let span = self.0;
         let mut m = serializer.serialize_map(None)?;
-        m.serialize_entry("trace_id", &BASE64.encode(&otlp.trace_id))?;
-        m.serialize_entry("span_id", &BASE64.encode(&otlp.span_id))?;
-        if !otlp.parent_span_id.is_empty() {
-            m.serialize_entry("parent_span_id", &BASE64.encode(&otlp.parent_span_id))?;
+        m.serialize_entry("trace_id", &BASE64.encode(span.trace_id.to_bytes()))?;
+        m.serialize_entry("span_id", &BASE64.encode(span.span_id.to_bytes()))?;
+        if let Some(parent) = span.parent_id {
+            m.serialize_entry("parent_span_id", &BASE64.encode(parent.to_bytes()))?;
         }
-        m.serialize_entry("name", &otlp.name)?;
+        m.serialize_entry("name", &span.name)?;
         m.serialize_entry("kind", span.kind.as_otlp_name())?;
-        m.serialize_entry("start_time_unix_nano", &otlp.start_time_unix_nano)?;
-        if otlp.end_time_unix_nano != 0 {
-            m.serialize_entry("end_time_unix_nano", &otlp.end_time_unix_nano)?;
+        m.serialize_entry("start_time_unix_nano", &span.start_time_unix_nano)?;
+        if let Some(end) = span.end_time_unix_nano.filter(|e| *e != 0) {
+            m.serialize_entry("end_time_unix_nano", &end)?;
         }
-        m.serialize_entry("attributes", &KeyValues(&otlp.attributes))?;
-        if !otlp.events.is_empty() {
-            let events = Seq(otlp.events.iter().map(|e| {
-                json!({"time_unix_nano": e.time_unix_nano, "name": e.name,
-                       "attributes": KeyValues(&e.attributes).to_value()})
-            }));
+        m.serialize_entry("attributes", &Attrs(&span.attributes))?;
+        if !span.events.is_empty() {
+            let events = Seq(span.events.iter().map(Event));
             m.serialize_entry("events", &events)?;
         }
-        if !otlp.links.is_empty() {
-            let links = Seq(otlp.links.iter().map(|l| {
-                json!({"trace_id": BASE64.encode(&l.trace_id), "span_id": BASE64.encode(&l.span_id),
-                       "attributes": KeyValues(&l.attributes).to_value()})
-            }));
+        let links: Vec<Value> = span
+            .links
+            .iter()
+            .filter_map(|l| {
+                let trace_id = TraceId::from_mlflow(&l.trace_id).ok()?;
+                let span_id = SpanId::from_hex(&l.span_id).ok()?;
+                let attributes = l.attributes.iter().flatten().map(|(k, v)| KeyValue(k, AnyJsonRef(v)));
+                Some(json!({"trace_id": BASE64.encode(trace_id.to_bytes()),
+                            "span_id": BASE64.encode(span_id.to_bytes()),
+                            "attributes": serde_json::to_value(Seq(attributes)).ok()?}))
+            })
+            .collect();
+        if !links.is_empty() {
             m.serialize_entry("links", &links)?;
         }
         let mut status = Map::new();
@@ -106,6 +114,20 @@ impl Serialize for ProtoSpan<'_> {
             status.insert("message".into(), json!(span.status.message));
         }
         m.serialize_entry("status", &status)?;
+        m.end()
+    }
+}
+
+struct Event<'a>(&'a tracelake_model::SpanEvent);
+
+impl Serialize for Event<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = serializer.serialize_map(Some(3))?;
+        m.serialize_entry("time_unix_nano", &e.time_unix_nano)?;
+        m.serialize_entry("name", &e.name)?;
+        let attributes = e.attributes.iter().map(|(k, v)| KeyValue(k, AnyJsonRef(v)));
+        m.serialize_entry("attributes", &Seq(attributes))?;
         m.end()
     }
 }
@@ -119,37 +141,59 @@ impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
     }
 }
 
-/// OTLP attributes as `[{"key": ..., "value": {"string_value": ...}}, ...]`.
-struct KeyValues<'a>(&'a [tracelake_otlp::KeyValue]);
+/// `{"key": ..., "value": <AnyValue>}`.
+struct KeyValue<'a, V>(&'a str, V);
 
-impl KeyValues<'_> {
-    fn to_value(&self) -> Value {
-        Value::Array(self.0.iter().map(key_value).collect())
-    }
-}
-
-impl Serialize for KeyValues<'_> {
+impl<V: Serialize> Serialize for KeyValue<'_, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(KeyValue))
-    }
-}
-
-struct KeyValue<'a>(&'a tracelake_otlp::KeyValue);
-
-impl Serialize for KeyValue<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use tracelake_otlp::any_value::Value as V;
         let mut m = serializer.serialize_map(Some(2))?;
-        m.serialize_entry("key", &self.0.key)?;
-        match self.0.value.as_ref().and_then(|v| v.value.as_ref()) {
-            // the common scalars directly; nested values through `any_value`
-            Some(V::StringValue(s)) => m.serialize_entry("value", &Single("string_value", s))?,
-            Some(V::BoolValue(b)) => m.serialize_entry("value", &Single("bool_value", b))?,
-            Some(V::IntValue(i)) => m.serialize_entry("value", &Single("int_value", i))?,
-            Some(V::DoubleValue(d)) => m.serialize_entry("value", &Single("double_value", d))?,
-            _ => m.serialize_entry("value", &self.0.value.as_ref().map_or(json!({}), any_value))?,
-        }
+        m.serialize_entry("key", self.0)?;
+        m.serialize_entry("value", &self.1)?;
         m.end()
+    }
+}
+
+/// A span's attributes as OTLP key-values, each attribute's JSON text as a typed value.
+struct Attrs<'a>(&'a tracelake_model::Attributes);
+
+impl Serialize for Attrs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|(k, raw)| KeyValue(k, AnyJson(decode_attribute(raw)))))
+    }
+}
+
+struct AnyJson(Value);
+
+impl Serialize for AnyJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AnyJsonRef(&self.0).serialize(serializer)
+    }
+}
+
+/// A JSON value as an OTLP `AnyValue` in proto JSON: null as `{}`, integers as `int_value`,
+/// other numbers as `double_value`, objects as `kvlist_value`.
+#[derive(Clone, Copy)]
+struct AnyJsonRef<'a>(&'a Value);
+
+impl Serialize for AnyJsonRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => serializer.serialize_map(Some(0))?.end(),
+            Value::Bool(b) => Single("bool_value", b).serialize(serializer),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Single("int_value", &i).serialize(serializer),
+                None => Single("double_value", &n.as_f64().unwrap_or(f64::NAN)).serialize(serializer),
+            },
+            Value::String(s) => Single("string_value", s).serialize(serializer),
+            Value::Array(items) => {
+                Single("array_value", &Single("values", &Seq(items.iter().map(AnyJsonRef))))
+                    .serialize(serializer)
+            }
+            Value::Object(map) => {
+                let values = Seq(map.iter().map(|(k, v)| KeyValue(k, AnyJsonRef(v))));
+                Single("kvlist_value", &Single("values", &values)).serialize(serializer)
+            }
+        }
     }
 }
 
@@ -164,25 +208,67 @@ impl<T: Serialize> Serialize for Single<'_, T> {
     }
 }
 
-fn key_value(kv: &tracelake_otlp::KeyValue) -> Value {
-    json!({"key": kv.key, "value": kv.value.as_ref().map_or(json!({}), any_value)})
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracelake_model::{Attributes, SpanEvent, SpanKind, SpanStatus};
 
-fn any_value(v: &tracelake_otlp::AnyValue) -> Value {
-    use tracelake_otlp::any_value::Value as V;
-    match &v.value {
-        None => json!({}),
-        Some(V::StringValue(s)) => json!({"string_value": s}),
-        Some(V::BoolValue(b)) => json!({"bool_value": b}),
-        Some(V::IntValue(i)) => json!({"int_value": i}),
-        Some(V::DoubleValue(d)) => json!({"double_value": d}),
-        Some(V::ArrayValue(a)) => {
-            json!({"array_value": {"values": a.values.iter().map(any_value).collect::<Vec<_>>()}})
-        }
-        Some(V::KvlistValue(kv)) => {
-            json!({"kvlist_value": {"values": kv.values.iter().map(key_value).collect::<Vec<_>>()}})
-        }
-        Some(V::BytesValue(b)) => json!({"bytes_value": BASE64.encode(b)}),
-        Some(V::StringValueStrindex(_)) => json!({}),
+    /// Attribute values are typed as OTLP `AnyValue`s in MLflow's proto JSON, events and the
+    /// status follow, and ids are base64.
+    #[test]
+    fn a_span_is_written_as_mlflow_proto_json() {
+        let mut attributes = Attributes::new();
+        attributes.insert("s", &json!("text"));
+        attributes.insert("n", &json!(3));
+        attributes.insert("f", &json!(0.5));
+        attributes.insert("none", &json!(null));
+        attributes.insert("list", &json!([true, "x"]));
+        attributes.insert("obj", &json!({"a": {"b": 1}}));
+        let mut event_attributes = Map::new();
+        event_attributes.insert("exception.message".into(), json!("boom"));
+        let span = Span {
+            trace_id: TraceId::new(0xabcd).unwrap(),
+            span_id: SpanId::new(2).unwrap(),
+            parent_id: SpanId::new(1),
+            name: "step".into(),
+            kind: SpanKind::Client,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: Some(2_000),
+            status: SpanStatus { code: tracelake_model::StatusCode::Error, message: "bad".into() },
+            attributes,
+            events: vec![SpanEvent {
+                name: "exception".into(),
+                time_unix_nano: 1_500,
+                attributes: event_attributes,
+            }],
+            links: vec![],
+        };
+        let got = serde_json::to_value(ProtoSpan(&span)).unwrap();
+        let kv = |k: &str, v: Value| json!({"key": k, "value": v});
+        assert_eq!(
+            got,
+            json!({
+                "trace_id": "AAAAAAAAAAAAAAAAAACrzQ==",
+                "span_id": "AAAAAAAAAAI=",
+                "parent_span_id": "AAAAAAAAAAE=",
+                "name": "step",
+                "kind": "SPAN_KIND_CLIENT",
+                "start_time_unix_nano": 1_000,
+                "end_time_unix_nano": 2_000,
+                "attributes": [
+                    kv("s", json!({"string_value": "text"})),
+                    kv("n", json!({"int_value": 3})),
+                    kv("f", json!({"double_value": 0.5})),
+                    kv("none", json!({})),
+                    kv("list", json!({"array_value": {"values": [{"bool_value": true}, {"string_value": "x"}]}})),
+                    kv("obj", json!({"kvlist_value": {"values": [
+                        kv("a", json!({"kvlist_value": {"values": [kv("b", json!({"int_value": 1}))]}}))
+                    ]}})),
+                ],
+                "events": [{"time_unix_nano": 1_500, "name": "exception",
+                            "attributes": [kv("exception.message", json!({"string_value": "boom"}))]}],
+                "status": {"code": "STATUS_CODE_ERROR", "message": "bad"},
+            })
+        );
     }
 }

@@ -367,7 +367,7 @@ async fn load_spans(conn: &mut PgConnection, keys: &[i64]) -> StoreResult<HashMa
             .map_err(pg_error)?;
     let mut out: HashMap<i64, Vec<Span>> = HashMap::new();
     for (key, content) in rows {
-        let span = serde_json::from_str::<Span>(&content).map_err(|e| {
+        let span = Span::from_dict_json(&content).map_err(|e| {
             StoreError::Internal(format!("a stored span of trace key {key} is unreadable: {e}"))
         })?;
         out.entry(key).or_default().push(span);

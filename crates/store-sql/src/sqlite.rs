@@ -468,7 +468,7 @@ fn load_spans(conn: &Connection, trace_key: i64) -> StoreResult<Vec<Span>> {
         .map_err(internal)?
         .iter()
         .map(|c| {
-            serde_json::from_str::<Span>(c)
+            Span::from_dict_json(c)
                 .map_err(|e| internal(format!("a stored span of trace key {trace_key} is unreadable: {e}")))
         })
         .collect::<StoreResult<Vec<Span>>>()?;
