@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracelake_model::{Span, TraceInfo, TraceLocation, TraceState, tag_keys};
 use tracelake_store::derive::{info_from_spans, merge_info, refresh_from_spans};
-use tracelake_store::{Experiment, LifecycleStage, StoreResult, WriteBatch, validate};
+use tracelake_store::{Experiment, LifecycleStage, Run, StoreError, StoreResult, WriteBatch, validate};
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -14,6 +14,35 @@ pub(crate) fn now_ms() -> i64 {
 
 pub(crate) fn lifecycle_stage(stored: &str) -> LifecycleStage {
     if stored == "deleted" { LifecycleStage::Deleted } else { LifecycleStage::Active }
+}
+
+/// A row of `runs` (`experiment_id, run_name, user_id, status, start_time, end_time,
+/// lifecycle_stage, artifact_uri`), before its tags are read.
+pub(crate) type RunRow = (i64, String, String, String, i64, Option<i64>, String, String);
+
+/// The run `run_id` from its row and tags; NotFound in MLflow's words when there is no row.
+pub(crate) fn run_from_row(
+    run_id: &str,
+    row: Option<RunRow>,
+    tags: impl IntoIterator<Item = (String, String)>,
+) -> StoreResult<Run> {
+    let Some((experiment_id, run_name, user_id, status, start_time_ms, end_time_ms, stage, artifact_uri)) =
+        row
+    else {
+        return Err(StoreError::NotFound(format!("Run '{run_id}' not found")));
+    };
+    Ok(Run {
+        run_id: run_id.to_owned(),
+        experiment_id: experiment_id.to_string(),
+        run_name,
+        user_id,
+        status,
+        start_time_ms,
+        end_time_ms,
+        lifecycle_stage: lifecycle_stage(&stage),
+        artifact_uri,
+        tags: tags.into_iter().collect(),
+    })
 }
 
 /// A row of `traces`, before its tags and metadata are read.

@@ -21,8 +21,8 @@ use tracelake_store::{
 };
 
 use crate::common::{
-    Changed, InfoRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
-    sort_spans,
+    Changed, InfoRow, RunRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
+    run_from_row, sort_spans,
 };
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
@@ -221,7 +221,6 @@ async fn name_taken(conn: &mut PgConnection, name: &str, except: Option<i64>) ->
 }
 
 async fn load_run(conn: &mut PgConnection, run_id: &str) -> StoreResult<Run> {
-    type RunRow = (i64, String, String, String, i64, Option<i64>, String, String);
     let row: Option<RunRow> = sqlx::query_as(
         "SELECT experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri
          FROM runs WHERE run_id = $1",
@@ -230,28 +229,15 @@ async fn load_run(conn: &mut PgConnection, run_id: &str) -> StoreResult<Run> {
     .fetch_optional(&mut *conn)
     .await
     .map_err(pg_error)?;
-    let Some((experiment_id, run_name, user_id, status, start_time_ms, end_time_ms, stage, artifact_uri)) =
-        row
-    else {
-        return Err(StoreError::NotFound(format!("Run '{run_id}' not found")));
-    };
+    if row.is_none() {
+        return run_from_row(run_id, None, []);
+    }
     let tags: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM run_tags WHERE run_id = $1")
         .bind(run_id)
         .fetch_all(&mut *conn)
         .await
         .map_err(pg_error)?;
-    Ok(Run {
-        run_id: run_id.to_owned(),
-        experiment_id: experiment_id.to_string(),
-        run_name,
-        user_id,
-        status,
-        start_time_ms,
-        end_time_ms,
-        lifecycle_stage: lifecycle_stage(&stage),
-        artifact_uri,
-        tags: tags.into_iter().collect(),
-    })
+    run_from_row(run_id, row, tags)
 }
 
 async fn set_run_tag(conn: &mut PgConnection, run_id: &str, key: &str, value: &str) -> StoreResult<()> {

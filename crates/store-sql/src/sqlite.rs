@@ -23,8 +23,8 @@ use tracelake_store::{
 };
 
 use crate::common::{
-    Changed, InfoRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
-    sort_spans,
+    Changed, InfoRow, RunRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
+    run_from_row, sort_spans,
 };
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
@@ -286,50 +286,26 @@ fn name_taken(conn: &Connection, name: &str, except: Option<i64>) -> StoreResult
 // ---- runs ----------------------------------------------------------------------------------
 
 fn load_run(conn: &Connection, run_id: &str) -> StoreResult<Run> {
-    let row = conn
+    let row: Option<RunRow> = conn
         .query_row(
             "SELECT experiment_id, run_name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri
              FROM runs WHERE run_id = ?1",
             params![run_id],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                ))
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
         )
         .optional()
         .map_err(internal)?;
-    let Some((experiment_id, run_name, user_id, status, start_time_ms, end_time_ms, stage, artifact_uri)) =
-        row
-    else {
-        return Err(StoreError::NotFound(format!("Run '{run_id}' not found")));
-    };
+    if row.is_none() {
+        return run_from_row(run_id, None, []);
+    }
     let mut stmt =
         conn.prepare_cached("SELECT key, value FROM run_tags WHERE run_id = ?1").map_err(internal)?;
     let tags = stmt
         .query_map(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(internal)?
-        .collect::<Result<BTreeMap<String, String>, _>>()
+        .collect::<Result<Vec<(String, String)>, _>>()
         .map_err(internal)?;
-    Ok(Run {
-        run_id: run_id.to_owned(),
-        experiment_id: experiment_id.to_string(),
-        run_name,
-        user_id,
-        status,
-        start_time_ms,
-        end_time_ms,
-        lifecycle_stage: lifecycle_stage(&stage),
-        artifact_uri,
-        tags,
-    })
+    run_from_row(run_id, row, tags)
 }
 
 // ---- traces: reading and writing -----------------------------------------------------------

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracelake_model::{TraceId, TraceState};
 use tracelake_store::conformance::span;
-use tracelake_store::{InMemoryStore, TraceQuery, TraceStore, WriteBatch, parse_filter};
+use tracelake_store::{TraceQuery, TraceStore, WriteBatch, parse_filter};
 use tracelake_store_sql::PostgresStore;
 
 /// The URI of a database no test used before, on the test server.
@@ -78,44 +78,17 @@ async fn concurrent_writers_on_one_database_merge_a_trace() {
     }
 }
 
-/// Filters on data the planner has statistics for give the reference evaluator's pages, from
-/// the value index and from the experiment's time index alike.
+/// Rare and common tag values, and a pattern with a time bound, give the reference evaluator's
+/// pages.
 #[tokio::test]
 async fn rare_and_common_tag_values_give_the_reference_answers() {
-    let pg = temporary().await;
-    let reference = InMemoryStore::new();
-    let spans: Vec<(String, _)> = (0..3_000u64)
-        .map(|i| {
-            let name = if i % 1_000 == 7 { "rare" } else { "common" };
-            ("0".to_owned(), span(TraceId::random(), 1, None, name, 1_000 + i, 1_000 + i))
-        })
-        .collect();
-    for store in [&pg as &dyn TraceStore, &reference] {
-        store.write(WriteBatch { infos: vec![], spans: spans.clone() }).await.unwrap();
-    }
-    for (filter, max_results) in [
+    let searches = [
         ("trace.name = 'rare'", 2),
         ("tag.`mlflow.traceName` = 'common'", 50),
         ("trace.name LIKE 'c%n' AND timestamp_ms > 2000", 40),
-    ] {
-        let mut query = TraceQuery {
-            experiment_ids: vec!["0".into()],
-            filter: parse_filter(filter).unwrap(),
-            order_by: vec![],
-            max_results,
-            page_token: None,
-        };
-        for _ in 0..2 {
-            let got = pg.search_traces(&query).await.unwrap();
-            let want = reference.search_traces(&query).await.unwrap();
-            let ids = |p: &tracelake_store::Page<tracelake_model::TraceInfo>| {
-                p.items.iter().map(|t| t.trace_id.clone()).collect::<Vec<_>>()
-            };
-            assert_eq!(ids(&got), ids(&want), "{filter}");
-            assert!(!got.items.is_empty(), "{filter}");
-            query.page_token = got.next_page_token;
-        }
-    }
+    ];
+    tracelake_store::conformance::searches_page_like_the_reference(&temporary().await, 3_000, &searches)
+        .await;
 }
 
 /// What PostgreSQL cannot hold, or a pattern it cannot compile, is refused as the caller's

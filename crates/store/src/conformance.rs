@@ -486,3 +486,42 @@ pub async fn runs_are_created_updated_and_tagged(store: &dyn TraceStore) {
     let refused = store.create_run(NewRun { experiment_id: exp, ..NewRun::default() }).await;
     assert!(matches!(refused, Err(StoreError::InvalidState(_))));
 }
+
+/// Writes `traces` one-span traces a millisecond apart (every 1,000th named "rare", the rest
+/// "common") to `store` and to the reference in-memory store, then checks that the first two
+/// pages of each `(filter, max_results)` search are the same in both. Backends call it with
+/// enough traces to exercise their different plans (an index on a value, a walk by time).
+pub async fn searches_page_like_the_reference(
+    store: &dyn TraceStore,
+    traces: u64,
+    searches: &[(&str, usize)],
+) {
+    let reference = crate::InMemoryStore::new();
+    let spans: Vec<(String, Span)> = (0..traces)
+        .map(|i| {
+            let name = if i % 1_000 == 7 { "rare" } else { "common" };
+            ("0".to_owned(), span(TraceId::random(), 1, None, name, 1_000 + i, 1_000 + i))
+        })
+        .collect();
+    for s in [store, &reference] {
+        s.write(WriteBatch { infos: vec![], spans: spans.clone() }).await.unwrap();
+    }
+    for &(filter, max_results) in searches {
+        let mut query = TraceQuery {
+            experiment_ids: vec!["0".into()],
+            filter: parse_filter(filter).unwrap(),
+            order_by: vec![],
+            max_results,
+            page_token: None,
+        };
+        for _ in 0..2 {
+            let got = store.search_traces(&query).await.unwrap();
+            let want = reference.search_traces(&query).await.unwrap();
+            let ids =
+                |p: &crate::Page<TraceInfo>| p.items.iter().map(|t| t.trace_id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "{filter}");
+            assert!(!got.items.is_empty(), "{filter}");
+            query.page_token = got.next_page_token;
+        }
+    }
+}
