@@ -78,14 +78,10 @@ fn connect_options(uri: &str) -> StoreResult<PgConnectOptions> {
 
 /// The URI without its password, for messages.
 fn redact(uri: &str) -> String {
-    match (uri.split_once("://"), uri.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}")
-        }
-        _ => uri.to_owned(),
-    }
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return uri.to_owned() };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}@{host}")
 }
 
 /// Creates database `name` through the server's `postgres` database (as `mlflow server` does for

@@ -113,20 +113,30 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA case_sensitive_like = ON;",
     )?;
     // ILIKE and RLIKE with exactly the semantics of the reference evaluator.
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("tl_ilike", 2, flags, |ctx| {
-        let (pattern, text): (Option<String>, Option<String>) = (ctx.get(0)?, ctx.get(1)?);
-        let (Some(pattern), Some(text)) = (pattern, text) else { return Ok(false) };
-        let re = like(&pattern, true).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-        Ok(re.is_match(&text))
-    })?;
-    conn.create_scalar_function("tl_rlike", 2, flags, |ctx| {
-        let (pattern, text): (Option<String>, Option<String>) = (ctx.get(0)?, ctx.get(1)?);
-        let (Some(pattern), Some(text)) = (pattern, text) else { return Ok(false) };
-        let re = regex::Regex::new(&pattern).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-        Ok(re.is_match(&text))
-    })?;
+    add_matcher(&conn, "tl_ilike", |p| like(p, true).map_err(|e| e.to_string()))?;
+    add_matcher(&conn, "tl_rlike", |p| regex::Regex::new(p).map_err(|e| e.to_string()))?;
     Ok(conn)
+}
+
+/// Registers `name(pattern, text)`: whether `text` matches `pattern` as `compile` reads it (NULL
+/// on either side is no match). The compiled pattern is kept with the statement's argument, so a
+/// search compiles it once rather than once per row, and the text is read where SQLite holds it.
+fn add_matcher(
+    conn: &Connection,
+    name: &str,
+    compile: fn(&str) -> Result<regex::Regex, String>,
+) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function(name, 2, flags, move |ctx| {
+        fn text_of(v: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<Option<&str>> {
+            v.as_str_or_null().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+        }
+        let (Some(_), Some(text)) = (text_of(ctx.get_raw(0))?, text_of(ctx.get_raw(1))?) else {
+            return Ok(false);
+        };
+        let re = ctx.get_or_create_aux(0, |pattern| compile(pattern.as_str().unwrap_or_default()))?;
+        Ok(re.is_match(text))
+    })
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -152,15 +162,15 @@ impl SqliteStore {
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
-        tokio::task::spawn_blocking(move || -> rusqlite::Result<SqliteStore> {
+        type OpenError = Box<dyn std::error::Error + Send + Sync>;
+        tokio::task::spawn_blocking(move || -> Result<SqliteStore, OpenError> {
             let mut writer = connect(&p)?;
             migrate(&mut writer)?;
             writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
             let readers = (0..READERS)
                 .map(|_| connect(&p).map(|c| Arc::new(Mutex::new(c))))
                 .collect::<Result<_, _>>()?;
-            let checkpointer = Checkpointer::start(connect(&p)?)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let checkpointer = Checkpointer::start(connect(&p)?)?;
             Ok(SqliteStore {
                 path: p,
                 writer: Arc::new(Mutex::new(writer)),
