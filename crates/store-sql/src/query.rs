@@ -3,6 +3,7 @@
 //! span JSON, index hints) is asked of the [`Dialect`].
 
 use tracelake_model::{metadata_keys, tag_keys};
+use tracelake_store::eval::like;
 use tracelake_store::{
     Attribute, Clause, Literal, Op, OrderBy, OrderKey, SpanField, StoreError, StoreResult, Target,
 };
@@ -79,7 +80,12 @@ impl Sql {
 
     /// `(expr, value)` pattern operators with the reference evaluator's semantics: LIKE with no
     /// escape character, ILIKE, and RLIKE (a regular expression found anywhere in the text).
-    fn pattern(&mut self, op: Op, expr: &str, pattern: String) {
+    fn pattern(&mut self, op: Op, expr: &str, pattern: String) -> StoreResult<()> {
+        // SQLite matches through tl_ilike/tl_rlike, whose errors come back from a row as SQLite
+        // failures: a pattern they cannot compile is refused here, as the caller's mistake.
+        if self.dialect == Dialect::Sqlite && op != Op::Like {
+            compile_pattern(op, &pattern).map_err(StoreError::InvalidArgument)?;
+        }
         let p = self.placeholder(pattern);
         let text = match (self.dialect, op) {
             (Dialect::Sqlite, Op::Like) => format!("{expr} LIKE {p}"),
@@ -90,6 +96,16 @@ impl Sql {
             (Dialect::Postgres, _) => format!("{expr} ~ {p}"),
         };
         self.text.push_str(&text);
+        Ok(())
+    }
+}
+
+/// An ILIKE or RLIKE pattern as the reference evaluator reads it (what SQLite's `tl_ilike` and
+/// `tl_rlike` match with).
+pub(crate) fn compile_pattern(op: Op, pattern: &str) -> Result<regex::Regex, String> {
+    match op {
+        Op::ILike => like(pattern, true).map_err(|e| e.to_string()),
+        _ => regex::Regex::new(pattern).map_err(|e| format!("invalid RLIKE pattern: {e}")),
     }
 }
 
@@ -102,7 +118,7 @@ fn text_condition(sql: &mut Sql, expr: &str, clause: &Clause) -> StoreResult<()>
         (Op::NotEq, l) => {
             sql.push(expr).push(" != ").bind(l.text());
         }
-        (op @ (Op::Like | Op::ILike | Op::RLike), l) => sql.pattern(*op, expr, l.text()),
+        (op @ (Op::Like | Op::ILike | Op::RLike), l) => sql.pattern(*op, expr, l.text())?,
         (op @ (Op::In | Op::NotIn), Literal::List(items)) => {
             sql.push(expr).push(if *op == Op::In { " IN (" } else { " NOT IN (" });
             for (i, item) in items.iter().enumerate() {

@@ -16,7 +16,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use tracelake_model::{Span, Trace, TraceId, TraceInfo, keys, tag_keys};
-use tracelake_store::eval::{decode_page_token, encode_page_token, like};
+use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
     Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page, Run, StoreError,
     StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
@@ -26,7 +26,7 @@ use crate::common::{
     Changed, InfoRow, RunRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
     run_from_row, sort_spans,
 };
-use crate::query::{Dialect, Param, SearchPlan, search_sql};
+use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: [&str; 4] = [
@@ -113,8 +113,8 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA case_sensitive_like = ON;",
     )?;
     // ILIKE and RLIKE with exactly the semantics of the reference evaluator.
-    add_matcher(&conn, "tl_ilike", |p| like(p, true).map_err(|e| e.to_string()))?;
-    add_matcher(&conn, "tl_rlike", |p| regex::Regex::new(p).map_err(|e| e.to_string()))?;
+    add_matcher(&conn, "tl_ilike", |p| compile_pattern(Op::ILike, p))?;
+    add_matcher(&conn, "tl_rlike", |p| compile_pattern(Op::RLike, p))?;
     Ok(conn)
 }
 

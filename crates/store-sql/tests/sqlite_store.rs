@@ -76,3 +76,28 @@ async fn rare_and_common_tag_values_give_the_reference_answers() {
     tracelake_store::conformance::searches_page_like_the_reference(&temporary().await, 5_100, &searches)
         .await;
 }
+
+/// A pattern that does not compile is the caller's mistake, whichever row it first meets.
+#[tokio::test]
+async fn a_bad_pattern_is_the_callers_error() {
+    use tracelake_store::conformance::span;
+    use tracelake_store::{StoreError, TraceQuery, WriteBatch, parse_filter};
+
+    let store = temporary().await;
+    let t = tracelake_model::TraceId::random();
+    store
+        .write(WriteBatch { infos: vec![], spans: vec![("0".into(), span(t, 1, None, "a", 1, 2))] })
+        .await
+        .unwrap();
+    for filter in ["span.name RLIKE '(unclosed'", "trace.name RLIKE '['"] {
+        let query = TraceQuery {
+            experiment_ids: vec!["0".into()],
+            filter: parse_filter(filter).unwrap(),
+            order_by: vec![],
+            max_results: 10,
+            page_token: None,
+        };
+        let err = store.search_traces(&query).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{filter}: {err:?}");
+    }
+}
