@@ -615,7 +615,66 @@ impl Serialize for TraceInfo {
     }
 }
 
+impl TraceLocation {
+    /// The `TraceLocation` message as the MLflow REST API writes it in proto JSON.
+    pub fn to_proto_json(&self) -> Value {
+        let (kind, field, body) = match self {
+            TraceLocation::MlflowExperiment { experiment_id } => (
+                "MLFLOW_EXPERIMENT",
+                "mlflow_experiment",
+                serde_json::json!({"experiment_id": experiment_id}),
+            ),
+            TraceLocation::InferenceTable { full_table_name } => (
+                "INFERENCE_TABLE",
+                "inference_table",
+                serde_json::json!({"full_table_name": full_table_name}),
+            ),
+            TraceLocation::UcSchema { catalog_name, schema_name, .. } => (
+                "UC_SCHEMA",
+                "uc_schema",
+                serde_json::json!({"catalog_name": catalog_name, "schema_name": schema_name}),
+            ),
+        };
+        serde_json::json!({"type": kind, field: body})
+    }
+}
+
 impl TraceInfo {
+    /// The `TraceInfoV3` message as the MLflow REST API writes it in proto JSON: RFC 3339
+    /// request time and a `"0.171s"` duration (the dict form, [`Serialize`], has milliseconds).
+    pub fn to_proto_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("trace_id".into(), Value::from(self.trace_id.as_str()));
+        if let Some(id) = &self.client_request_id {
+            m.insert("client_request_id".into(), Value::from(id.as_str()));
+        }
+        m.insert("trace_location".into(), self.trace_location.to_proto_json());
+        m.insert("request_time".into(), Value::from(format_timestamp_ms(self.request_time_ms)));
+        if let Some(d) = self.execution_duration_ms {
+            m.insert("execution_duration".into(), Value::from(format_duration_ms(d)));
+        }
+        m.insert("state".into(), Value::from(self.state.as_str()));
+        let strings = |map: &BTreeMap<String, String>| {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect())
+        };
+        if !self.trace_metadata.is_empty() {
+            m.insert("trace_metadata".into(), strings(&self.trace_metadata));
+        }
+        if !self.assessments.is_empty() {
+            m.insert("assessments".into(), Value::Array(self.assessments.clone()));
+        }
+        if !self.tags.is_empty() {
+            m.insert("tags".into(), strings(&self.tags));
+        }
+        if let Some(p) = &self.request_preview {
+            m.insert("request_preview".into(), Value::from(p.as_str()));
+        }
+        if let Some(p) = &self.response_preview {
+            m.insert("response_preview".into(), Value::from(p.as_str()));
+        }
+        Value::Object(m)
+    }
+
     /// Reads an MLflow TraceInfo dict (or the TraceInfoV3 proto JSON of the REST API).
     pub fn from_dict(value: &Value) -> Result<TraceInfo, DictError> {
         Self::from_dict_at(value, "info")

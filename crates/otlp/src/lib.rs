@@ -308,8 +308,8 @@ pub fn span_to_otlp(span: &Span) -> OtlpSpan {
 }
 
 /// Spans as one request under one resource and scope.
-pub fn request_from_spans(
-    spans: &[Span],
+pub fn request_from_spans<'a>(
+    spans: impl IntoIterator<Item = &'a Span>,
     resource: &Map<String, Value>,
     scope_name: &str,
     scope_version: &str,
@@ -323,7 +323,7 @@ pub fn request_from_spans(
                     version: scope_version.to_owned(),
                     ..Default::default()
                 }),
-                spans: spans.iter().map(span_to_otlp).collect(),
+                spans: spans.into_iter().map(span_to_otlp).collect(),
                 ..Default::default()
             }],
             ..Default::default()

@@ -55,9 +55,11 @@
 mod client;
 mod config;
 mod context;
+mod destination;
 pub mod export;
 mod pipeline;
 mod provider;
+mod settings;
 mod span;
 mod trace;
 mod wrap;
@@ -90,11 +92,15 @@ pub use tracelake_macros::trace;
 pub use client::{Client, ClientError, SpanEnd};
 pub use config::{disable, enable, is_enabled};
 pub use context::{Context, ContextGuard, FutureExt, WithContext};
+pub use destination::{Destination, DestinationGuard, ExperimentRef, Scoped, reset, set_destination};
 pub use pipeline::{ExportStats, FlushError};
 pub use provider::{
-    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BATCH_TRACES, DEFAULT_MAX_QUEUED_SPANS, DEFAULT_SCHEDULE_DELAY,
-    TracerProvider, TracerProviderBuilder, export_stats, flush, set_tracer_provider, shutdown,
-    tracer_provider,
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BATCH_TRACES, DEFAULT_MAX_QUEUED_SPANS, DEFAULT_MAX_QUEUED_TRACES,
+    DEFAULT_SCHEDULE_DELAY, TracerProvider, TracerProviderBuilder, export_stats, flush, init,
+    set_tracer_provider, shutdown, tracer_provider,
+};
+pub use settings::{
+    Auth, ConfigError, DEFAULT_TRACE_DIRECTORY, DeliverySettings, OtlpProtocol, OtlpSettings, TrackingUri,
 };
 pub use span::{LiveSpan, SpanBuilder, SpanGuard, current_span, span, start_span};
 pub use trace::{

@@ -13,6 +13,7 @@ use crate::config;
 use crate::export::{ExportBatch, Exporter};
 use tracelake_model::Trace;
 
+use crate::destination::Route;
 use crate::trace::FinishedTrace;
 
 /// Counters of what the pipeline did, readable at any time.
@@ -64,8 +65,9 @@ pub(crate) fn on_export_worker() -> bool {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     queued_spans: AtomicUsize,
+    queued_traces: AtomicUsize,
     /// Traces queued since the worker last drained the queue.
     pending_traces: AtomicUsize,
     /// A `Wake` is on its way; no need to send another.
@@ -78,6 +80,51 @@ struct Counters {
     failed_exports: AtomicU64,
     /// Seconds since `epoch` of the last warning about drops, to warn once per interval.
     last_drop_warning: AtomicU64,
+    epoch: OnceInstant,
+}
+
+/// The instant the counters were made, for the once-per-interval drop warning.
+struct OnceInstant(Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        OnceInstant(Instant::now())
+    }
+}
+
+impl Counters {
+    /// Counts traces that will never be delivered, warning at most once per interval.
+    fn record_drop(&self, traces: u64, spans: u64, why: &str) {
+        let dropped = self.dropped_traces.fetch_add(traces, Ordering::Relaxed) + traces;
+        self.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+        let now = self.epoch.0.elapsed().as_secs() + DROP_WARNING_INTERVAL_SECS;
+        let last = self.last_drop_warning.load(Ordering::Relaxed);
+        if now >= last + DROP_WARNING_INTERVAL_SECS
+            && self
+                .last_drop_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(target: "tracelake", dropped_traces = dropped, "dropping traces: {why}");
+        }
+    }
+}
+
+/// Lets exporters that deliver in the background count what they could not deliver in the
+/// provider's [`ExportStats`].
+#[derive(Clone)]
+pub(crate) struct DropCounter(Arc<Counters>);
+
+impl DropCounter {
+    pub(crate) fn record(&self, traces: usize, spans: usize, why: &str) {
+        self.0.record_drop(traces as u64, spans as u64, why);
+    }
+}
+
+impl std::fmt::Debug for DropCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DropCounter")
+    }
 }
 
 /// The queue between the application and the export worker.
@@ -92,13 +139,13 @@ pub(crate) struct Pipeline {
     control: Sender<Control>,
     counters: Arc<Counters>,
     max_queued_spans: usize,
+    max_queued_traces: usize,
     wake_at_traces: usize,
     closed: AtomicBool,
     /// Dropping the pipeline drops the senders: the worker then exports what is queued, shuts
     /// the exporters down and exits on its own. Nobody joins it there, since the last
     /// reference may go away on an application thread that must not wait.
     worker: Mutex<Option<JoinHandle<()>>>,
-    epoch: Instant,
 }
 
 /// How often a steady stream of drops is reported in the log.
@@ -108,6 +155,7 @@ impl Pipeline {
     pub(crate) fn start(
         exporters: Vec<Box<dyn Exporter>>,
         max_queued_spans: usize,
+        max_queued_traces: usize,
         max_batch_traces: usize,
         schedule_delay: Duration,
         trace_timeout: Duration,
@@ -137,10 +185,10 @@ impl Pipeline {
             control,
             counters,
             max_queued_spans,
+            max_queued_traces: max_queued_traces.max(1),
             wake_at_traces: (max_batch_traces / 2).max(1),
             closed: AtomicBool::new(handle.is_none()),
             worker: Mutex::new(handle),
-            epoch: Instant::now(),
         }
     }
 
@@ -151,13 +199,14 @@ impl Pipeline {
             return self.drop_trace(spans);
         }
         let before = self.counters.queued_spans.fetch_add(spans, Ordering::AcqRel);
+        let traces_before = self.counters.queued_traces.fetch_add(1, Ordering::AcqRel);
         // A trace larger than the whole queue still goes through when the queue is empty.
-        if before > 0 && before + spans > self.max_queued_spans {
-            self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+        if (before > 0 && before + spans > self.max_queued_spans) || traces_before >= self.max_queued_traces {
+            self.unqueue(spans);
             return self.drop_trace(spans);
         }
         if self.traces.send(trace).is_err() {
-            self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+            self.unqueue(spans);
             return self.drop_trace(spans);
         }
         if self.closed.load(Ordering::Acquire) {
@@ -174,21 +223,17 @@ impl Pipeline {
         }
     }
 
+    fn unqueue(&self, spans: usize) {
+        self.counters.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+        self.counters.queued_traces.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn drop_trace(&self, spans: usize) {
-        let c = &self.counters;
-        let dropped = c.dropped_traces.fetch_add(1, Ordering::Relaxed) + 1;
-        c.dropped_spans.fetch_add(spans as u64, Ordering::Relaxed);
-        let now = self.epoch.elapsed().as_secs() + DROP_WARNING_INTERVAL_SECS;
-        let last = c.last_drop_warning.load(Ordering::Relaxed);
-        if now >= last + DROP_WARNING_INTERVAL_SECS
-            && c.last_drop_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            tracing::warn!(
-                target: "tracelake",
-                dropped_traces = dropped,
-                "trace export queue is full or shut down; dropping traces (raise the queue size or check the exporter)"
-            );
-        }
+        self.counters.record_drop(
+            1,
+            spans as u64,
+            "the trace export queue is full or shut down (raise the queue size or check the exporter)",
+        );
     }
 
     pub(crate) fn count_late_span(&self) {
@@ -250,7 +295,7 @@ impl Pipeline {
             return; // the worker is still running and will take it
         }
         while let Ok(trace) = self.leftovers.try_recv() {
-            self.counters.queued_spans.fetch_sub(trace.span_count, Ordering::AcqRel);
+            self.unqueue(trace.span_count);
             self.drop_trace(trace.span_count);
         }
     }
@@ -349,11 +394,19 @@ impl Worker {
             return;
         }
         let spans: usize = batch.iter().map(|t| t.span_count).sum();
-        let traces: Vec<Arc<Trace>> = batch.drain(..).map(|t| Arc::new(t.build())).collect();
-        self.each_exporter("export", |e| e.export(ExportBatch::new(&traces)));
+        let (traces, routes): (Vec<Arc<Trace>>, Vec<Arc<Route>>) = batch
+            .drain(..)
+            .map(|t| {
+                let (trace, route) = t.build();
+                (Arc::new(trace), route)
+            })
+            .unzip();
+        let drops = DropCounter(self.counters.clone());
+        self.each_exporter("export", |e| e.export(ExportBatch::routed(&traces, &routes, &drops)));
         crate::trace::recent::insert(&traces);
         let c = &self.counters;
         c.queued_spans.fetch_sub(spans, Ordering::AcqRel);
+        c.queued_traces.fetch_sub(traces.len(), Ordering::AcqRel);
         c.exported_traces.fetch_add(traces.len() as u64, Ordering::Relaxed);
         c.exported_spans.fetch_add(spans as u64, Ordering::Relaxed);
     }

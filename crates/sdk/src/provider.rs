@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tracelake_model::TraceLocation;
 
 use crate::config;
 use crate::export::Exporter;
+use crate::export::router::Router;
 use crate::pipeline::{ExportStats, FlushError, Pipeline};
+use crate::settings::{ConfigError, Settings};
 
 /// Default bound on spans waiting for export; beyond it traces are dropped and counted.
 pub const DEFAULT_MAX_QUEUED_SPANS: usize = 32_768;
@@ -20,11 +21,15 @@ pub const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(100);
 /// How long [`flush`] and [`shutdown`] wait for the export worker.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default bound on traces waiting for export (`MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE`).
+pub const DEFAULT_MAX_QUEUED_TRACES: usize = 16_384;
+
 pub(crate) struct ProviderInner {
     pub(crate) pipeline: Pipeline,
     pub(crate) sampling_ratio: f64,
-    pub(crate) location: Arc<TraceLocation>,
-    flush_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+    /// When false, the end of a root span waits for its trace's export.
+    pub(crate) async_export: bool,
 }
 
 /// Owns the export pipeline and the sampling policy. A trace keeps the provider that was
@@ -58,36 +63,43 @@ impl std::fmt::Debug for TracerProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TracerProvider")
             .field("sampling_ratio", &self.inner.sampling_ratio)
-            .field("location", &self.inner.location)
             .field("stats", &self.stats())
             .finish()
     }
 }
 
 /// Builds a [`TracerProvider`]. Defaults come from the environment as MLflow reads it
-/// (`MLFLOW_TRACE_SAMPLING_RATIO`, `MLFLOW_EXPERIMENT_ID`).
+/// (`MLFLOW_TRACE_SAMPLING_RATIO`, the async-logging variables, `OTEL_BSP_EXPORT_TIMEOUT`).
+///
+/// A provider built without exporters sends each trace to its destination (see
+/// [`crate::Destination`]); one built with exporters sends every trace to them instead,
+/// unless [`with_destinations`](Self::with_destinations) asks for both.
 pub struct TracerProviderBuilder {
     exporters: Vec<Box<dyn Exporter>>,
+    destinations: bool,
     max_queued_spans: usize,
+    max_queued_traces: Option<usize>,
     max_batch_traces: usize,
     sampling_ratio: Option<f64>,
-    location: Option<TraceLocation>,
-    flush_timeout: Duration,
-    schedule_delay: Duration,
+    flush_timeout: Option<Duration>,
+    schedule_delay: Option<Duration>,
     trace_timeout: Option<Duration>,
+    async_export: Option<bool>,
 }
 
 impl Default for TracerProviderBuilder {
     fn default() -> Self {
         Self {
             exporters: Vec::new(),
+            destinations: false,
             max_queued_spans: DEFAULT_MAX_QUEUED_SPANS,
+            max_queued_traces: None,
             max_batch_traces: DEFAULT_MAX_BATCH_TRACES,
             sampling_ratio: None,
-            location: None,
-            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
-            schedule_delay: DEFAULT_SCHEDULE_DELAY,
+            flush_timeout: None,
+            schedule_delay: None,
             trace_timeout: None,
+            async_export: None,
         }
     }
 }
@@ -109,6 +121,26 @@ impl TracerProviderBuilder {
         self
     }
 
+    /// Also sends each trace to its destination (the default when no exporter is added).
+    pub fn with_destinations(mut self) -> Self {
+        self.destinations = true;
+        self
+    }
+
+    /// Bounds the traces waiting for export (default `MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE`,
+    /// else 16,384).
+    pub fn with_max_queued_traces(mut self, traces: usize) -> Self {
+        self.max_queued_traces = Some(traces.max(1));
+        self
+    }
+
+    /// Whether root spans return before their trace is exported (the default; `false` is
+    /// `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false`: each root span's end waits for the export).
+    pub fn with_async_export(mut self, async_export: bool) -> Self {
+        self.async_export = Some(async_export);
+        self
+    }
+
     /// Bounds the spans waiting for export (memory stays bounded; overflow is dropped).
     pub fn with_max_queued_spans(mut self, spans: usize) -> Self {
         self.max_queued_spans = spans.max(1);
@@ -126,15 +158,9 @@ impl TracerProviderBuilder {
         self
     }
 
-    /// Where traces are stored (default: experiment `MLFLOW_EXPERIMENT_ID`, else `0`).
-    pub fn with_location(mut self, location: TraceLocation) -> Self {
-        self.location = Some(location);
-        self
-    }
-
     /// How long a finished trace may wait for export when traffic is light.
     pub fn with_schedule_delay(mut self, delay: Duration) -> Self {
-        self.schedule_delay = delay;
+        self.schedule_delay = Some(delay);
         self
     }
 
@@ -146,33 +172,67 @@ impl TracerProviderBuilder {
         self
     }
 
+    /// How long [`flush`] and [`shutdown`] wait for exports, and so the longest an
+    /// unreachable destination can hold up the end of the program (default
+    /// `OTEL_BSP_EXPORT_TIMEOUT` milliseconds, else 30 s). What is undelivered at shutdown
+    /// after this is dropped and counted.
     pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
-        self.flush_timeout = timeout;
+        self.flush_timeout = Some(timeout);
         self
     }
 
     pub fn build(self) -> TracerProvider {
-        let location = self.location.unwrap_or_else(|| {
-            std::env::var("MLFLOW_EXPERIMENT_ID")
-                .ok()
-                .filter(|id| !id.trim().is_empty())
-                .map_or_else(TraceLocation::default, TraceLocation::experiment)
-        });
+        let env = crate::destination::env_settings().as_ref().ok();
+        self.build_with(env)
+    }
+
+    fn build_with(mut self, env: Option<&Settings>) -> TracerProvider {
+        let flush_timeout = self
+            .flush_timeout
+            .or_else(|| env.and_then(|s| s.export_timeout))
+            .unwrap_or(DEFAULT_FLUSH_TIMEOUT);
+        if self.destinations || self.exporters.is_empty() {
+            self.exporters.push(Box::new(Router::new(flush_timeout)));
+        }
         TracerProvider {
             inner: Arc::new(ProviderInner {
                 pipeline: Pipeline::start(
                     self.exporters,
                     self.max_queued_spans,
+                    self.max_queued_traces
+                        .or_else(|| env.and_then(|s| s.max_queued_traces))
+                        .unwrap_or(DEFAULT_MAX_QUEUED_TRACES),
                     self.max_batch_traces,
-                    self.schedule_delay,
+                    self.schedule_delay
+                        .or_else(|| env.and_then(|s| s.schedule_delay))
+                        .unwrap_or(DEFAULT_SCHEDULE_DELAY),
                     self.trace_timeout.unwrap_or_else(config::trace_timeout),
                 ),
                 sampling_ratio: self.sampling_ratio.unwrap_or_else(config::sampling_ratio_from_env),
-                location: Arc::new(location),
-                flush_timeout: self.flush_timeout,
+                flush_timeout,
+                async_export: self.async_export.or_else(|| env.map(|s| s.async_logging)).unwrap_or(true),
             }),
         }
     }
+
+    /// Builds the provider, failing when the environment's tracing configuration is invalid
+    /// (an error naming the variable and its value).
+    pub fn try_build(self) -> Result<TracerProvider, ConfigError> {
+        match crate::destination::env_settings() {
+            Ok(settings) => Ok(self.build_with(Some(settings))),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// Checks the environment's tracing configuration and installs a provider that sends traces
+/// to their destinations. Call it at the start of `main` to fail fast on a bad configuration;
+/// without it, the same provider is made on first use, and a bad configuration is logged and
+/// its traces dropped and counted.
+pub fn init() -> Result<(), ConfigError> {
+    let provider = TracerProvider::builder().try_build()?;
+    set_tracer_provider(provider);
+    Ok(())
 }
 
 static GLOBAL: RwLock<Option<TracerProvider>> = RwLock::new(None);

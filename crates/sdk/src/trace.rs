@@ -15,6 +15,7 @@ use tracelake_model::{
 };
 
 use crate::config;
+use crate::destination::Route;
 use crate::provider::ProviderInner;
 use crate::span::{RawSpan, SpanNode};
 
@@ -24,8 +25,10 @@ pub(crate) struct ActiveTrace {
     /// `tr-<32 hex>`, formatted on first use.
     mlflow_id: OnceLock<String>,
     pub(crate) root_span_id: SpanId,
-    /// Fixed when the root starts: where the trace goes.
+    /// Fixed when the root starts: the pipeline that exports the trace...
     pub(crate) provider: Arc<ProviderInner>,
+    /// ... and the destination it goes to.
+    pub(crate) route: Arc<Route>,
     /// When the root started, nanoseconds since the Unix epoch (for the in-progress timeout).
     started_ns: u64,
     inner: Mutex<TraceInner>,
@@ -66,6 +69,7 @@ impl ActiveTrace {
             mlflow_id: OnceLock::new(),
             root_span_id: SpanId::random(),
             provider,
+            route: crate::destination::current_route(),
             started_ns: crate::span::now_ns(),
             inner: Mutex::new(TraceInner::default()),
         });
@@ -75,7 +79,7 @@ impl ActiveTrace {
 
     /// The MLflow trace id (`tr-<32 hex>`).
     pub(crate) fn mlflow_id(&self) -> &str {
-        self.mlflow_id.get_or_init(|| self.otel_id.to_mlflow_v3())
+        self.mlflow_id.get_or_init(|| mlflow_trace_id(self.otel_id, &self.route.location))
     }
 
     /// Registers a span as open, giving it the next slot in start order: `make` builds the
@@ -136,7 +140,12 @@ impl ActiveTrace {
         }
         if let Some((spans, updates)) = completed {
             registry::remove(self.otel_id);
-            self.provider.pipeline.submit(FinishedTrace::new(self, spans, updates));
+            let pipeline = &self.provider.pipeline;
+            pipeline.submit(FinishedTrace::new(self, spans, updates));
+            // Without async logging, the root span's end waits for the export, as in MLflow.
+            if !self.provider.async_export && !crate::pipeline::on_export_worker() {
+                let _ = pipeline.flush(self.provider.flush_timeout);
+            }
         }
     }
 
@@ -317,6 +326,7 @@ impl SpanChunks {
 /// pays only for handing it over.
 pub(crate) struct FinishedTrace {
     pub(crate) span_count: usize,
+    pub(crate) route: Arc<Route>,
     raw: RawTrace,
 }
 
@@ -332,26 +342,27 @@ impl FinishedTrace {
     fn new(state: &ActiveTrace, spans: SpanChunks, updates: TraceUpdates) -> Self {
         FinishedTrace {
             span_count: spans.len(),
+            route: state.route.clone(),
             raw: RawTrace {
                 trace_id: state.otel_id,
                 root_span_id: state.root_span_id,
-                location: state.provider.location.clone(),
+                location: state.route.location.clone(),
                 spans,
                 updates,
             },
         }
     }
 
-    pub(crate) fn build(self) -> Trace {
-        self.raw.build()
+    pub(crate) fn build(self) -> (Trace, Arc<Route>) {
+        (self.raw.build(), self.route)
     }
 }
 
 impl RawTrace {
     fn build(self) -> Trace {
         let RawTrace { trace_id, root_span_id, location, spans, updates } = self;
-        let mlflow_id = trace_id.to_mlflow_v3();
-        // `tr-` and hex digits need no escaping: the JSON string is the id in quotes.
+        let mlflow_id = mlflow_trace_id(trace_id, &location);
+        // The id's characters (`tr-`, hex digits, a lake schema's word characters) need no escaping: the JSON string is the id in quotes.
         let request_id_json: Arc<str> = format!("\"{mlflow_id}\"").into();
         let spans: Vec<Span> =
             spans.into_vec().into_iter().map(|s| s.into_span(trace_id, &request_id_json)).collect();
@@ -408,6 +419,16 @@ impl RawTrace {
             assessments: Vec::new(),
         };
         Trace { info, spans }
+    }
+}
+
+/// `tr-<hex>` for experiment traces, `trace:/<catalog>.<schema>/<hex>` for lake traces.
+fn mlflow_trace_id(id: TraceId, location: &TraceLocation) -> String {
+    match location {
+        TraceLocation::UcSchema { catalog_name, schema_name, .. } => {
+            id.to_mlflow_v4(&format!("{catalog_name}.{schema_name}"))
+        }
+        _ => id.to_mlflow_v3(),
     }
 }
 

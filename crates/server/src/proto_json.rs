@@ -5,55 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
-use tracelake_model::{
-    Span, SpanId, Trace, TraceId, TraceInfo, TraceLocation, decode_attribute, format_duration_ms,
-    format_timestamp_ms,
-};
-
-/// A `TraceInfoV3` as proto JSON.
-pub(crate) fn trace_info(info: &TraceInfo) -> Value {
-    let mut m = Map::new();
-    m.insert("trace_id".into(), json!(info.trace_id));
-    if let Some(id) = &info.client_request_id {
-        m.insert("client_request_id".into(), json!(id));
-    }
-    m.insert("trace_location".into(), location(&info.trace_location));
-    m.insert("request_time".into(), json!(format_timestamp_ms(info.request_time_ms)));
-    if let Some(d) = info.execution_duration_ms {
-        m.insert("execution_duration".into(), json!(format_duration_ms(d)));
-    }
-    m.insert("state".into(), json!(info.state.as_str()));
-    if !info.trace_metadata.is_empty() {
-        m.insert("trace_metadata".into(), json!(info.trace_metadata));
-    }
-    if !info.assessments.is_empty() {
-        m.insert("assessments".into(), json!(info.assessments));
-    }
-    if !info.tags.is_empty() {
-        m.insert("tags".into(), json!(info.tags));
-    }
-    if let Some(p) = &info.request_preview {
-        m.insert("request_preview".into(), json!(p));
-    }
-    if let Some(p) = &info.response_preview {
-        m.insert("response_preview".into(), json!(p));
-    }
-    Value::Object(m)
-}
-
-pub(crate) fn location(loc: &TraceLocation) -> Value {
-    match loc {
-        TraceLocation::MlflowExperiment { experiment_id } => {
-            json!({"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}})
-        }
-        TraceLocation::InferenceTable { full_table_name } => {
-            json!({"type": "INFERENCE_TABLE", "inference_table": {"full_table_name": full_table_name}})
-        }
-        TraceLocation::UcSchema { catalog_name, schema_name, .. } => {
-            json!({"type": "UC_SCHEMA", "uc_schema": {"catalog_name": catalog_name, "schema_name": schema_name}})
-        }
-    }
-}
+use tracelake_model::{Span, SpanId, Trace, TraceId, decode_attribute};
 
 /// A trace (`trace_info` and `spans`) as proto JSON, written straight to the serializer: a trace
 /// of ten thousand spans never becomes a tree of `Value`s.
@@ -62,7 +14,7 @@ pub(crate) struct ProtoTrace<'a>(pub &'a Trace);
 impl Serialize for ProtoTrace<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut m = serializer.serialize_map(Some(2))?;
-        m.serialize_entry("trace_info", &trace_info(&self.0.info))?;
+        m.serialize_entry("trace_info", &self.0.info.to_proto_json())?;
         m.serialize_entry("spans", &Seq(self.0.spans.iter().map(ProtoSpan)))?;
         m.end()
     }

@@ -5,12 +5,20 @@
 //! queue never blocks the application: when it is full, traces are dropped and counted
 //! ([`crate::export_stats`]).
 
+mod directory;
 mod file;
 mod memory;
+mod net;
+mod otlp;
+pub(crate) mod router;
+mod server;
 
 use std::sync::Arc;
 
 use tracelake_model::Trace;
+
+use crate::destination::Route;
+use crate::pipeline::DropCounter;
 
 pub use file::FileExporter;
 pub use memory::InMemoryExporter;
@@ -35,11 +43,19 @@ pub enum ExportError {
 #[non_exhaustive]
 pub struct ExportBatch<'a> {
     pub traces: &'a [Arc<Trace>],
+    /// Each trace's destination, resolved when its root span started (empty outside the
+    /// provider's pipeline).
+    pub(crate) routes: &'a [Arc<Route>],
+    pub(crate) drops: Option<&'a DropCounter>,
 }
 
 impl<'a> ExportBatch<'a> {
     pub fn new(traces: &'a [Arc<Trace>]) -> Self {
-        Self { traces }
+        Self { traces, routes: &[], drops: None }
+    }
+
+    pub(crate) fn routed(traces: &'a [Arc<Trace>], routes: &'a [Arc<Route>], drops: &'a DropCounter) -> Self {
+        Self { traces, routes, drops: Some(drops) }
     }
 
     pub fn span_count(&self) -> usize {

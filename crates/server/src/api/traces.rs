@@ -11,7 +11,7 @@ use tracelake_store::{DeleteTraces, StoreError, TraceQuery, WriteBatch, parse_fi
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::proto_json::{self, ProtoTrace, Seq, Single};
+use crate::proto_json::{ProtoTrace, Seq, Single};
 
 /// Largest page `search` returns, as MLflow's SearchTracesV3 validator allows.
 const MAX_SEARCH_RESULTS: usize = 500;
@@ -41,12 +41,12 @@ pub(crate) async fn start_trace(
     // Spans are always kept in this store, whether they arrived yet or not: saying so stops the
     // client from uploading them again as an artifact.
     stored.tags.insert(tag_keys::SPANS_LOCATION.into(), "TRACKING_STORE".into());
-    Ok(Json(json!({"trace": {"trace_info": proto_json::trace_info(&stored)}})))
+    Ok(Json(json!({"trace": {"trace_info": stored.to_proto_json()}})))
 }
 
 pub(crate) async fn get_info(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let info = s.store.get_trace_info(&id).await?;
-    Ok(Json(json!({"trace": {"trace_info": proto_json::trace_info(&info)}})))
+    Ok(Json(json!({"trace": {"trace_info": info.to_proto_json()}})))
 }
 
 #[derive(Deserialize)]
@@ -97,7 +97,7 @@ pub(crate) async fn batch_get_infos(
     let mut infos = Vec::with_capacity(req.trace_ids.len());
     for id in &req.trace_ids {
         match s.store.get_trace_info(id).await {
-            Ok(info) => infos.push(proto_json::trace_info(&info)),
+            Ok(info) => infos.push(info.to_proto_json()),
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -136,7 +136,7 @@ pub(crate) async fn search(State(s): State<AppState>, Json(req): Json<Search>) -
     let order_by = parse_order_by(&req.order_by).map_err(|e| ApiError::invalid(format!("order_by: {e}")))?;
     let query = TraceQuery { experiment_ids, filter, order_by, max_results, page_token: req.page_token };
     let page = s.store.search_traces(&query).await?;
-    let mut body = json!({"traces": page.items.iter().map(proto_json::trace_info).collect::<Vec<_>>()});
+    let mut body = json!({"traces": page.items.iter().map(TraceInfo::to_proto_json).collect::<Vec<_>>()});
     if let Some(t) = page.next_page_token {
         body["next_page_token"] = json!(t);
     }

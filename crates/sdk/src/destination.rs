@@ -1,0 +1,446 @@
+//! Where traces go, chosen without touching instrumented code.
+//!
+//! A trace's destination is resolved when its root span starts and never changes after, so
+//! concurrent tenants never mix. The first of these that is set wins:
+//!
+//! 1. a context-local destination: [`Destination::scope`] for one future (an async task),
+//!    [`Destination::enter`] for one thread until the guard drops;
+//! 2. the global destination, [`set_destination`] ([`reset`] clears it);
+//! 3. `MLFLOW_TRACING_DESTINATION` (`<experiment id>` or `<catalog>.<schema>`);
+//! 4. an OTLP endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`),
+//!    which replaces the MLflow destination unless `MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT=true`;
+//! 5. `MLFLOW_TRACKING_URI` and the active experiment (`MLFLOW_EXPERIMENT_ID` / `_NAME`);
+//! 6. the local trace directory `./tracelake-traces`, experiment `0`.
+//!
+//! With dual export on, an OTLP endpoint from the environment also receives the traces of
+//! destinations 1–3.
+//!
+//! ```no_run
+//! use tracelake::{Destination, FutureExt as _};
+//!
+//! # async fn handle(_: &str) {}
+//! # async fn demo() {
+//! // every trace of this process goes to experiment 7 on a tracelake (or MLflow) server
+//! tracelake::set_destination(Destination::experiment_id("7").at("http://127.0.0.1:5000"));
+//!
+//! // one request of one tenant: its traces go to the tenant's experiment
+//! Destination::experiment_name("tenant-42").scope(handle("hello")).await;
+//!
+//! // a worker thread writing to an OTLP collector
+//! std::thread::spawn(|| {
+//!     let _dest = Destination::otlp(tracelake::OtlpSettings::new(
+//!         "http://127.0.0.1:4317",
+//!         tracelake::OtlpProtocol::Grpc,
+//!     ))
+//!     .enter();
+//!     let _span = tracelake::start_span("job");
+//! });
+//! # }
+//! ```
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+
+use parking_lot::RwLock;
+use tracelake_model::TraceLocation;
+
+use crate::settings::{
+    Auth, ConfigError, DEFAULT_TRACE_DIRECTORY, DeliverySettings, OtlpSettings, Settings, TrackingUri,
+};
+
+/// An MLflow experiment, by id or by name (a name is looked up, or created, on the server
+/// when the first trace is exported, as `mlflow.set_experiment` does).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ExperimentRef {
+    Id(String),
+    Name(String),
+}
+
+/// Where traces go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Destination {
+    /// An MLflow experiment at a tracking URI: a tracelake or MLflow server, or a local trace
+    /// directory. Without a URI, `MLFLOW_TRACKING_URI` (else the local directory) is used.
+    Experiment { experiment: ExperimentRef, tracking_uri: Option<TrackingUri> },
+    /// A lake schema `catalog.schema`, written through the tracking server.
+    LakeSchema { catalog: String, schema: String },
+    /// An OTLP endpoint: an OpenTelemetry collector, or any server that speaks OTLP.
+    Otlp(OtlpSettings),
+}
+
+impl Destination {
+    pub fn experiment_id(id: impl Into<String>) -> Self {
+        Destination::Experiment { experiment: ExperimentRef::Id(id.into()), tracking_uri: None }
+    }
+
+    pub fn experiment_name(name: impl Into<String>) -> Self {
+        Destination::Experiment { experiment: ExperimentRef::Name(name.into()), tracking_uri: None }
+    }
+
+    pub fn lake_schema(catalog: impl Into<String>, schema: impl Into<String>) -> Self {
+        Destination::LakeSchema { catalog: catalog.into(), schema: schema.into() }
+    }
+
+    pub fn otlp(settings: OtlpSettings) -> Self {
+        Destination::Otlp(settings)
+    }
+
+    /// The same experiment at an explicit tracking URI (`http(s)://...` or a directory).
+    ///
+    /// # Panics
+    /// When the URI is not one; use [`TrackingUri::parse`] to handle that as an error.
+    pub fn at(self, tracking_uri: &str) -> Self {
+        let uri = TrackingUri::parse_for("tracking_uri", tracking_uri).unwrap_or_else(|e| panic!("{e}"));
+        self.at_uri(uri)
+    }
+
+    /// The same experiment at `uri`. Other destinations are returned unchanged.
+    pub fn at_uri(self, uri: TrackingUri) -> Self {
+        match self {
+            Destination::Experiment { experiment, .. } => {
+                Destination::Experiment { experiment, tracking_uri: Some(uri) }
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `future` with this destination: traces whose root span starts inside it go here.
+    pub fn scope<F: Future>(self, future: F) -> Scoped<F> {
+        Scoped { inner: future, route: Some(route_for(&self)) }
+    }
+
+    /// Makes this the destination of traces started on this thread until the guard drops.
+    pub fn enter(self) -> DestinationGuard {
+        let previous = LOCAL.with(|l| l.replace(Some(route_for(&self))));
+        DestinationGuard { previous, _not_send: PhantomData }
+    }
+}
+
+/// One concrete place spans are delivered to; the export router keeps one exporter per sink.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Sink {
+    /// A tracelake or MLflow server: spans over OTLP, trace infos over the REST API.
+    Server { uri: String, auth: Option<Auth> },
+    /// A local trace directory.
+    Directory(std::path::PathBuf),
+    /// An OTLP endpoint.
+    Otlp(OtlpSettings),
+    /// A lake schema behind a tracelake server.
+    Lake { server: String, auth: Option<Auth>, catalog: String, schema: String },
+    /// A destination that cannot be delivered to: its traces are dropped and counted, the
+    /// problem logged (the configuration error already was, at start).
+    Unusable(String),
+}
+
+/// A resolved destination: the sinks a trace goes to and the experiment it belongs to.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Route {
+    pub(crate) sinks: Vec<Arc<Sink>>,
+    /// `None` for OTLP-only and lake routes.
+    pub(crate) experiment: Option<ExperimentRef>,
+    /// Where the trace info says the trace lives (for a named experiment, a placeholder the
+    /// server exporter replaces with the experiment's id).
+    pub(crate) location: Arc<TraceLocation>,
+    pub(crate) delivery: DeliverySettings,
+}
+
+impl Route {
+    fn new(sinks: Vec<Sink>, experiment: Option<ExperimentRef>, delivery: &DeliverySettings) -> Self {
+        let location = match &experiment {
+            Some(ExperimentRef::Id(id)) => TraceLocation::experiment(id.clone()),
+            _ => TraceLocation::default(),
+        };
+        Route {
+            sinks: sinks.into_iter().map(Arc::new).collect(),
+            experiment,
+            location: Arc::new(location),
+            delivery: delivery.clone(),
+        }
+    }
+}
+
+/// The environment's settings, read once. A bad configuration is logged once and sends every
+/// trace to an unusable sink (dropped and counted); [`crate::init`] returns it as an error.
+pub(crate) fn env_settings() -> &'static Result<Settings, ConfigError> {
+    static SETTINGS: OnceLock<Result<Settings, ConfigError>> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let settings = Settings::from_env();
+        if let Err(e) = &settings {
+            tracing::error!(target: "tracelake", "tracing configuration error, traces will not be exported: {e}");
+        }
+        settings
+    })
+}
+
+fn unusable(e: &ConfigError) -> Arc<Route> {
+    Arc::new(Route::new(vec![Sink::Unusable(e.to_string())], None, &DeliverySettings::default()))
+}
+
+/// The sinks of an explicit destination under `settings`.
+fn route_with(dest: &Destination, settings: &Settings) -> Route {
+    let server_sink = |uri: &TrackingUri| match uri {
+        TrackingUri::Server(url) => Sink::Server { uri: url.clone(), auth: settings.auth.clone() },
+        TrackingUri::Directory(dir) => Sink::Directory(dir.clone()),
+    };
+    let default_uri = || {
+        settings
+            .tracking_uri
+            .clone()
+            .unwrap_or_else(|| TrackingUri::Directory(DEFAULT_TRACE_DIRECTORY.into()))
+    };
+    let mut route = match dest {
+        Destination::Experiment { experiment, tracking_uri } => {
+            let uri = tracking_uri.clone().unwrap_or_else(default_uri);
+            Route::new(vec![server_sink(&uri)], Some(experiment.clone()), &settings.delivery)
+        }
+        Destination::LakeSchema { catalog, schema } => {
+            let sink = match &settings.tracking_uri {
+                Some(TrackingUri::Server(url)) => Sink::Lake {
+                    server: url.clone(),
+                    auth: settings.auth.clone(),
+                    catalog: catalog.clone(),
+                    schema: schema.clone(),
+                },
+                _ => Sink::Unusable(format!(
+                    "lake schema {catalog}.{schema} is written through a tracelake server: set \
+                     MLFLOW_TRACKING_URI to its http:// address"
+                )),
+            };
+            let mut route = Route::new(vec![sink], None, &settings.delivery);
+            route.location = Arc::new(TraceLocation::uc_schema(catalog.clone(), schema.clone()));
+            route
+        }
+        Destination::Otlp(otlp) => Route::new(vec![Sink::Otlp(otlp.clone())], None, &settings.delivery),
+    };
+    if settings.dual_export
+        && let Some(otlp) = &settings.otlp
+        && !matches!(dest, Destination::Otlp(_))
+    {
+        route.sinks.push(Arc::new(Sink::Otlp(otlp.clone())));
+    }
+    route
+}
+
+/// The route of traces with no explicit destination: what the environment says.
+fn route_from_env(settings: &Settings) -> Route {
+    if let Some(dest) = &settings.destination {
+        return route_with(dest, settings);
+    }
+    let experiment = settings.experiment.clone().unwrap_or(ExperimentRef::Id("0".into()));
+    let mlflow = Destination::Experiment { experiment, tracking_uri: None };
+    match &settings.otlp {
+        Some(otlp) if !settings.dual_export => {
+            Route::new(vec![Sink::Otlp(otlp.clone())], None, &settings.delivery)
+        }
+        _ => route_with(&mlflow, settings),
+    }
+}
+
+pub(crate) fn route_for(dest: &Destination) -> Arc<Route> {
+    match env_settings() {
+        Ok(settings) => Arc::new(route_with(dest, settings)),
+        Err(e) => unusable(e),
+    }
+}
+
+fn default_route() -> Arc<Route> {
+    static DEFAULT: OnceLock<Arc<Route>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| match env_settings() {
+            Ok(settings) => Arc::new(route_from_env(settings)),
+            Err(e) => unusable(e),
+        })
+        .clone()
+}
+
+static GLOBAL: RwLock<Option<Arc<Route>>> = RwLock::new(None);
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<Route>>> = const { RefCell::new(None) };
+}
+
+/// Sends the traces started from now on, in the whole process, to `destination` (a
+/// context-local destination still wins where one is set).
+pub fn set_destination(destination: Destination) {
+    *GLOBAL.write() = Some(route_for(&destination));
+}
+
+/// Clears the global destination and this thread's context-local one: traces go where the
+/// environment says again.
+pub fn reset() {
+    *GLOBAL.write() = None;
+    LOCAL.with(|l| l.borrow_mut().take());
+}
+
+/// Where a trace whose root span starts now goes.
+pub(crate) fn current_route() -> Arc<Route> {
+    if let Some(route) = LOCAL.try_with(|l| l.borrow().clone()).ok().flatten() {
+        return route;
+    }
+    if let Some(route) = GLOBAL.read().as_ref() {
+        return route.clone();
+    }
+    default_route()
+}
+
+/// Restores the thread's previous context-local destination when dropped.
+#[must_use = "the destination applies until the guard is dropped"]
+pub struct DestinationGuard {
+    previous: Option<Arc<Route>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for DestinationGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = LOCAL.try_with(|l| *l.borrow_mut() = previous);
+    }
+}
+
+impl std::fmt::Debug for DestinationGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DestinationGuard")
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose traces go to one destination (see [`Destination::scope`]).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F> {
+        #[pin]
+        inner: F,
+        route: Option<Arc<Route>>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Installed for the poll only: the thread's own destination is back when it returns,
+        // even if the poll panics.
+        let previous = LOCAL.with(|l| l.replace(this.route.clone()));
+        let _restore = Restore(previous);
+        this.inner.poll(cx)
+    }
+}
+
+struct Restore(Option<Arc<Route>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        let _ = LOCAL.try_with(|l| *l.borrow_mut() = previous);
+    }
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scoped")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::OtlpProtocol;
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        let map: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned()).unwrap()
+    }
+
+    fn sinks(route: &Route) -> Vec<Sink> {
+        route.sinks.iter().map(|s| Sink::clone(s)).collect()
+    }
+
+    #[test]
+    fn the_environment_resolves_in_mlflows_order() {
+        let server = "http://127.0.0.1:5000";
+        let otlp = "http://127.0.0.1:4317";
+        let s = settings(&[]);
+        let r = route_from_env(&s);
+        assert_eq!(sinks(&r), vec![Sink::Directory(DEFAULT_TRACE_DIRECTORY.into())]);
+        assert_eq!(r.location.experiment_id(), Some("0"));
+
+        let s = settings(&[("MLFLOW_TRACKING_URI", server), ("MLFLOW_EXPERIMENT_ID", "3")]);
+        let r = route_from_env(&s);
+        assert_eq!(sinks(&r), vec![Sink::Server { uri: server.into(), auth: None }]);
+        assert_eq!(r.location.experiment_id(), Some("3"));
+
+        // OTLP replaces the MLflow destination...
+        let s = settings(&[("MLFLOW_TRACKING_URI", server), ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)]);
+        let r = route_from_env(&s);
+        assert_eq!(
+            sinks(&r),
+            vec![Sink::Otlp(OtlpSettings {
+                resource: s.otlp.clone().unwrap().resource,
+                ..OtlpSettings::new(otlp, OtlpProtocol::Grpc)
+            })]
+        );
+        // ... unless dual export is on.
+        let s = settings(&[
+            ("MLFLOW_TRACKING_URI", server),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+            ("MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT", "true"),
+        ]);
+        let r = route_from_env(&s);
+        assert_eq!(r.sinks.len(), 2);
+        assert!(matches!(*r.sinks[0], Sink::Server { .. }) && matches!(*r.sinks[1], Sink::Otlp(_)));
+
+        // MLFLOW_TRACING_DESTINATION wins over OTLP and the active experiment.
+        let s = settings(&[
+            ("MLFLOW_TRACKING_URI", server),
+            ("MLFLOW_EXPERIMENT_ID", "3"),
+            ("MLFLOW_TRACING_DESTINATION", "9"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+        ]);
+        let r = route_from_env(&s);
+        assert_eq!(sinks(&r), vec![Sink::Server { uri: server.into(), auth: None }]);
+        assert_eq!(r.location.experiment_id(), Some("9"));
+
+        let s = settings(&[("MLFLOW_TRACKING_URI", server), ("MLFLOW_TRACING_DESTINATION", "main.agents")]);
+        let r = route_from_env(&s);
+        assert!(
+            matches!(&*r.sinks[0], Sink::Lake { catalog, schema, .. } if catalog == "main" && schema == "agents")
+        );
+        assert_eq!(r.location.type_name(), "UC_SCHEMA");
+    }
+
+    #[test]
+    fn context_local_destinations_win_and_are_undone() {
+        let a = Destination::experiment_id("a").at("/tmp/tracelake-dest-a");
+        let b = Destination::experiment_id("b").at("/tmp/tracelake-dest-b");
+        let id = |r: Arc<Route>| r.location.experiment_id().map(str::to_owned);
+        {
+            let _g = a.clone().enter();
+            assert_eq!(id(current_route()).as_deref(), Some("a"));
+            {
+                let _g = b.clone().enter();
+                assert_eq!(id(current_route()).as_deref(), Some("b"));
+            }
+            assert_eq!(id(current_route()).as_deref(), Some("a"));
+        }
+        let fut = b.scope(async { id(current_route()) });
+        let seen = futures_lite_block_on(fut);
+        assert_eq!(seen.as_deref(), Some("b"));
+        assert_ne!(id(current_route()).as_deref(), Some("b"));
+    }
+
+    /// Polls a future that never waits to completion.
+    fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the future waited"),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Background delivery to network destinations: a small runtime of its own, bounded requests
+//! in flight, retries with backoff, and budgets on every wait.
+//!
+//! The export worker hands each request to [`Delivery::submit`], which returns as soon as the
+//! request has a slot: at most `max_in_flight` requests per destination are in flight or
+//! waiting to retry, so memory stays bounded. While the destination answers, a full set of
+//! slots makes the export worker wait (back-pressure, up to a bound); once it has failed, new
+//! requests find no slot and are dropped at once, and counted, so an unreachable destination
+//! never holds up the pipeline. Failed attempts are retried with exponential backoff and
+//! jitter, honouring `Retry-After`, until the retry window closes.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tokio::sync::{Semaphore, watch};
+
+use crate::pipeline::DropCounter;
+use crate::settings::DeliverySettings;
+
+/// The runtime network exporters run on: two threads, shared by every destination.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tracelake-net")
+            .enable_all()
+            .build()
+            .expect("cannot start the tracelake export runtime")
+    })
+}
+
+/// What one attempt of a request came to.
+#[derive(Debug)]
+pub(crate) enum Outcome<T = ()> {
+    Delivered(T),
+    /// Worth another try (unreachable, timed out, overloaded): after `after` if the
+    /// destination said so.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Refused for good (a 4xx other than 408/429): retrying would not help.
+    Rejected(String),
+}
+
+/// Reads an HTTP response: 2xx delivered; 408, 429, 500, 502, 503, 504 retried (with the
+/// `Retry-After` seconds, when given); anything else rejected with the body's message.
+pub(crate) async fn http_outcome(
+    result: Result<reqwest::Response, reqwest::Error>,
+) -> Outcome<reqwest::Response> {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => return Outcome::Retry { reason: error_chain(&e), after: None },
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Delivered(response);
+    }
+    let after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let body = response.text().await.unwrap_or_default();
+    let reason = format!("HTTP {status}: {}", truncate(&body, 300));
+    match status.as_u16() {
+        408 | 429 | 500 | 502 | 503 | 504 => Outcome::Retry { reason, after },
+        _ => Outcome::Rejected(reason),
+    }
+}
+
+/// [`http_outcome`] for requests whose answer is not needed.
+pub(crate) async fn http_sent(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+    match http_outcome(result).await {
+        Outcome::Delivered(_) => Outcome::Delivered(()),
+        Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
+        Outcome::Rejected(reason) => Outcome::Rejected(reason),
+    }
+}
+
+/// An error with its causes, which is where reqwest says what actually went wrong.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// Retries a request until it is delivered, rejected, or the retry window closes.
+#[derive(Clone, Debug)]
+pub(crate) struct Retry {
+    window: Duration,
+    /// Set while the destination fails, cleared when it answers.
+    failing: Arc<AtomicBool>,
+}
+
+impl Retry {
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Outcome<T>>,
+    {
+        let deadline = Instant::now() + self.window;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match attempt().await {
+                Outcome::Delivered(value) => {
+                    self.failing.store(false, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Outcome::Rejected(reason) => {
+                    self.failing.store(false, Ordering::Relaxed);
+                    return Err(format!("{what} rejected: {reason}"));
+                }
+                Outcome::Retry { reason, after } => {
+                    self.failing.store(true, Ordering::Relaxed);
+                    // Full jitter on our own backoff; a server's Retry-After is taken as given.
+                    let wait = after.unwrap_or_else(|| backoff.mul_f64(rand::rng().random_range(0.5..=1.0)));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if Instant::now() + wait > deadline {
+                        return Err(format!(
+                            "{what} failed for {} s, giving up: {reason}",
+                            self.window.as_secs()
+                        ));
+                    }
+                    tracing::debug!(target: "tracelake", "{what} failed, retrying in {wait:?}: {reason}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// The requests in flight to one destination.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    target: String,
+    slots: Arc<Semaphore>,
+    max_slots: u32,
+    retry: Retry,
+    cancel: watch::Sender<bool>,
+    drops: Option<DropCounter>,
+    /// How long a submit waits for a slot while the destination is healthy.
+    slot_wait: Duration,
+}
+
+impl Delivery {
+    pub(crate) fn new(target: String, settings: &DeliverySettings) -> Self {
+        let max_slots = settings.max_in_flight.clamp(1, 1024) as u32;
+        Delivery {
+            target,
+            slots: Arc::new(Semaphore::new(max_slots as usize)),
+            max_slots,
+            retry: Retry { window: settings.retry_window, failing: Arc::new(AtomicBool::new(false)) },
+            cancel: watch::channel(false).0,
+            drops: None,
+            slot_wait: settings.request_timeout.min(Duration::from_secs(10)),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub(crate) fn set_drop_counter(&mut self, drops: Option<&DropCounter>) {
+        if self.drops.is_none() {
+            self.drops = drops.cloned();
+        }
+    }
+
+    pub(crate) fn retry(&self) -> Retry {
+        self.retry.clone()
+    }
+
+    fn record_drop(drops: &Option<DropCounter>, traces: usize, spans: usize, why: &str) {
+        match drops {
+            Some(d) => d.record(traces, spans, why),
+            None => tracing::warn!(target: "tracelake", "dropping {traces} traces: {why}"),
+        }
+    }
+
+    /// Runs `job` (which delivers `traces` traces of `spans` spans) in the background. When
+    /// the job fails, is cancelled at shutdown, or finds no slot, its traces count as dropped.
+    pub(crate) fn submit<F>(&self, traces: usize, spans: usize, job: F)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let slot = if self.retry.failing.load(Ordering::Relaxed) {
+            self.slots.clone().try_acquire_owned().ok()
+        } else {
+            let slots = self.slots.clone();
+            runtime().block_on(async {
+                tokio::time::timeout(self.slot_wait, slots.acquire_owned()).await.ok()?.ok()
+            })
+        };
+        let Some(slot) = slot else {
+            let why =
+                format!("{} is not keeping up or unreachable; its delivery buffer is full", self.target);
+            return Self::record_drop(&self.drops, traces, spans, &why);
+        };
+        let mut cancel = self.cancel.subscribe();
+        let drops = self.drops.clone();
+        let target = self.target.clone();
+        runtime().spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                result = job => if let Err(e) = result {
+                    Self::record_drop(&drops, traces, spans, &format!("export to {target}: {e}"));
+                },
+                _ = cancel.wait_for(|c| *c) => {
+                    Self::record_drop(&drops, traces, spans, &format!("export to {target} was still being retried at shutdown"));
+                }
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for every request in flight to finish; `false` if some did not.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
+        let slots = self.slots.clone();
+        let max = self.max_slots;
+        runtime()
+            .block_on(async move { tokio::time::timeout(timeout, slots.acquire_many(max)).await.is_ok() })
+    }
+
+    /// Waits up to `timeout` for the requests in flight, then gives up on the rest (they are
+    /// counted as dropped).
+    pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
+        if self.wait_idle(timeout) {
+            return true;
+        }
+        let _ = self.cancel.send(true);
+        // The cancelled jobs count their drops and free their slots at once.
+        self.wait_idle(Duration::from_secs(1));
+        false
+    }
+}

@@ -1,0 +1,287 @@
+//! Export to an OTLP endpoint over gRPC, http/protobuf or http/json.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use serde_json::{Map, Value};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tracelake_otlp::TraceRequest;
+
+use super::ExportError;
+use super::net::{Delivery, Outcome, Retry, error_chain, http_sent, runtime};
+use super::router::{Routed, SinkExporter};
+use crate::pipeline::DropCounter;
+use crate::settings::{Auth, DeliverySettings, OtlpProtocol, OtlpSettings};
+
+/// Spans per request at most: whole traces are kept together, so a request may hold more
+/// when one trace does.
+pub(crate) const MAX_SPANS_PER_REQUEST: usize = 2048;
+
+/// The instrumentation scope of exported spans.
+pub(crate) const SCOPE_NAME: &str = "tracelake";
+
+#[derive(Clone)]
+enum Transport {
+    Http {
+        client: reqwest::Client,
+        url: Arc<str>,
+        json: bool,
+        headers: reqwest::header::HeaderMap,
+    },
+    Grpc {
+        client: TraceServiceClient<Channel>,
+        metadata: MetadataMap,
+    },
+    /// The settings cannot make a transport: everything is dropped with this reason.
+    Broken(Arc<str>),
+}
+
+pub(crate) struct OtlpExporter {
+    transport: Transport,
+    gzip: bool,
+    resource: Arc<Map<String, Value>>,
+    delivery: Delivery,
+}
+
+impl OtlpExporter {
+    pub(crate) fn new(settings: &OtlpSettings, delivery: &DeliverySettings) -> Self {
+        let transport = match settings.protocol {
+            OtlpProtocol::Grpc => grpc_transport(settings),
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => http_transport(
+                &settings.endpoint,
+                settings.protocol == OtlpProtocol::HttpJson,
+                settings.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                settings.timeout,
+            ),
+        };
+        let resource = settings.resource.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+        OtlpExporter {
+            transport,
+            gzip: settings.gzip,
+            resource: Arc::new(resource),
+            delivery: Delivery::new(format!("OTLP endpoint {}", settings.endpoint), delivery),
+        }
+    }
+
+    /// Spans of a lake schema, posted to a tracelake server with the table header.
+    pub(crate) fn lake(
+        server: &str,
+        auth: Option<&Auth>,
+        catalog: &str,
+        schema: &str,
+        delivery: &DeliverySettings,
+    ) -> Self {
+        let table = format!("{catalog}.{schema}.mlflow_experiment_trace_otel_spans");
+        let mut headers = vec![("X-Tracelake-Table-Name".to_owned(), table)];
+        if let Some(auth) = auth {
+            headers.push(("Authorization".to_owned(), auth.header_value()));
+        }
+        let mut settings = OtlpSettings::new(format!("{server}/v1/traces"), OtlpProtocol::HttpProtobuf);
+        settings.headers = headers;
+        settings.timeout = delivery.request_timeout;
+        let mut exporter = Self::new(&settings, delivery);
+        exporter.delivery = Delivery::new(format!("lake schema {catalog}.{schema} at {server}"), delivery);
+        exporter
+    }
+}
+
+fn http_transport<'a>(
+    url: &str,
+    json: bool,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    timeout: Duration,
+) -> Transport {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) else {
+            return Transport::Broken(format!("header {name:?} cannot be sent over HTTP").into());
+        };
+        map.append(n, v);
+    }
+    match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(client) => Transport::Http { client, url: url.into(), json, headers: map },
+        Err(e) => Transport::Broken(format!("cannot make an HTTP client: {}", error_chain(&e)).into()),
+    }
+}
+
+fn grpc_transport(settings: &OtlpSettings) -> Transport {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in &settings.headers {
+        let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) else {
+            return Transport::Broken(format!("header {name:?} cannot be sent as gRPC metadata").into());
+        };
+        metadata.append(k, v);
+    }
+    if settings.endpoint.starts_with("https://") {
+        return Transport::Broken(
+            format!(
+                "{}: gRPC over TLS is not built in; use http/protobuf for https endpoints",
+                settings.endpoint
+            )
+            .into(),
+        );
+    }
+    let endpoint = match tonic::transport::Endpoint::from_shared(settings.endpoint.clone()) {
+        Ok(e) => e.timeout(settings.timeout).connect_timeout(settings.timeout),
+        Err(e) => return Transport::Broken(format!("{}: {e}", settings.endpoint).into()),
+    };
+    // The channel's connection task lives on the export runtime.
+    let _rt = runtime().enter();
+    let mut client = TraceServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(4 << 20);
+    if settings.gzip {
+        client = client.send_compressed(CompressionEncoding::Gzip);
+    }
+    Transport::Grpc { client, metadata }
+}
+
+/// The gRPC codes OpenTelemetry says to retry.
+fn grpc_outcome(result: Result<tonic::Response<impl Sized>, tonic::Status>) -> Outcome {
+    use tonic::Code;
+    match result {
+        Ok(_) => Outcome::Delivered(()),
+        Err(status) => {
+            let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+            match status.code() {
+                Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss => Outcome::Retry { reason, after: None },
+                _ => Outcome::Rejected(reason),
+            }
+        }
+    }
+}
+
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let _ = encoder.write_all(body);
+    encoder.finish().unwrap_or_default()
+}
+
+/// Splits traces into requests of about [`MAX_SPANS_PER_REQUEST`] spans, whole traces each.
+pub(crate) fn chunks(traces: Vec<Routed>) -> Vec<Vec<Routed>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut spans = 0;
+    for routed in traces {
+        let n = routed.0.spans.len();
+        if spans > 0 && spans + n > MAX_SPANS_PER_REQUEST {
+            out.push(std::mem::take(&mut current));
+            spans = 0;
+        }
+        spans += n;
+        current.push(routed);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+pub(crate) fn request(traces: &[Routed], resource: &Map<String, Value>) -> TraceRequest {
+    tracelake_otlp::request_from_spans(
+        traces.iter().flat_map(|(t, _)| t.spans.iter()),
+        resource,
+        SCOPE_NAME,
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// Sends one OTLP request (already chunked) until delivered or given up on.
+async fn send(
+    transport: Transport,
+    retry: Retry,
+    request: TraceRequest,
+    gzip_body: bool,
+) -> Result<(), String> {
+    match transport {
+        Transport::Broken(reason) => Err(reason.to_string()),
+        Transport::Http { client, url, json, headers } => {
+            let (body, content_type) = if json {
+                (tracelake_otlp::encode_json(&request), "application/json")
+            } else {
+                (tracelake_otlp::encode_protobuf(&request), "application/x-protobuf")
+            };
+            drop(request);
+            let body = bytes::Bytes::from(if gzip_body { gzip(&body) } else { body });
+            retry
+                .run("OTLP export", || {
+                    let mut req = client
+                        .post(&*url)
+                        .headers(headers.clone())
+                        .header(reqwest::header::CONTENT_TYPE, content_type)
+                        .body(body.clone());
+                    if gzip_body {
+                        req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                    }
+                    async move { http_sent(req.send().await).await }
+                })
+                .await
+        }
+        Transport::Grpc { client, metadata } => {
+            retry
+                .run("OTLP export", || {
+                    let mut client = client.clone();
+                    let mut req = tonic::Request::new(request.clone());
+                    *req.metadata_mut() = metadata.clone();
+                    async move { grpc_outcome(client.export(req).await) }
+                })
+                .await
+        }
+    }
+}
+
+impl SinkExporter for OtlpExporter {
+    fn export(&mut self, traces: Vec<Routed>, drops: Option<&DropCounter>) {
+        self.delivery.set_drop_counter(drops);
+        for chunk in chunks(traces) {
+            let spans = chunk.iter().map(|(t, _)| t.spans.len()).sum();
+            let count = chunk.len();
+            let transport = self.transport.clone();
+            let resource = self.resource.clone();
+            let retry = self.delivery.retry();
+            let gzip_body = self.gzip;
+            self.delivery.submit(count, spans, async move {
+                let request = request(&chunk, &resource);
+                drop(chunk);
+                send(transport, retry, request, gzip_body).await
+            });
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), ExportError> {
+        if self.delivery.wait_idle(timeout) {
+            Ok(())
+        } else {
+            Err(ExportError::Timeout {
+                target: self.delivery.target().to_owned(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<(), ExportError> {
+        if self.delivery.shutdown(timeout) {
+            Ok(())
+        } else {
+            Err(ExportError::Timeout {
+                target: self.delivery.target().to_owned(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        }
+    }
+}

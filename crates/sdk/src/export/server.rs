@@ -1,0 +1,290 @@
+//! Export to a tracelake or MLflow tracking server, the way the MLflow client does: spans as
+//! OTLP protobuf to `/v1/traces` with the experiment header, then each trace's info with
+//! StartTraceV3. Spans go first, so the server holds a trace's spans before its info says the
+//! trace is complete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+use tracelake_model::TraceLocation;
+
+use super::ExportError;
+use super::net::{Delivery, Outcome, Retry, error_chain, http_outcome, http_sent};
+use super::otlp::{chunks, request};
+use super::router::{Routed, SinkExporter};
+use crate::destination::ExperimentRef;
+use crate::pipeline::DropCounter;
+use crate::settings::{Auth, DeliverySettings, default_resource};
+
+/// Trace infos sent at once by one delivery job.
+const INFO_CONCURRENCY: usize = 8;
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: Arc<str>,
+    auth: Option<reqwest::header::HeaderValue>,
+    retry: Retry,
+    /// Experiment ids by name, as the server answered.
+    experiments: Arc<Mutex<HashMap<String, String>>>,
+}
+
+pub(crate) struct ServerExporter {
+    client: Result<Client, String>,
+    resource: Arc<Map<String, Value>>,
+    delivery: Delivery,
+}
+
+impl ServerExporter {
+    pub(crate) fn new(base: &str, auth: Option<&Auth>, settings: &DeliverySettings) -> Self {
+        let delivery = Delivery::new(format!("tracking server {base}"), settings);
+        let auth = match auth.map(|a| reqwest::header::HeaderValue::from_str(&a.header_value())).transpose() {
+            Ok(mut v) => {
+                if let Some(v) = &mut v {
+                    v.set_sensitive(true);
+                }
+                Ok(v)
+            }
+            Err(_) => Err("the tracking credentials cannot be sent in an HTTP header".to_owned()),
+        };
+        let client = auth.and_then(|auth| {
+            let http = reqwest::Client::builder()
+                .timeout(settings.request_timeout)
+                .build()
+                .map_err(|e| format!("cannot make an HTTP client: {}", error_chain(&e)))?;
+            Ok(Client { http, base: base.into(), auth, retry: delivery.retry(), experiments: Arc::default() })
+        });
+        let resource = default_resource(std::env::var("OTEL_SERVICE_NAME").ok().as_deref(), &[])
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect();
+        ServerExporter { client, resource: Arc::new(resource), delivery }
+    }
+}
+
+impl Client {
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.post(format!("{}{path}", self.base));
+        match &self.auth {
+            Some(auth) => req.header(reqwest::header::AUTHORIZATION, auth.clone()),
+            None => req,
+        }
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.base));
+        match &self.auth {
+            Some(auth) => req.header(reqwest::header::AUTHORIZATION, auth.clone()),
+            None => req,
+        }
+    }
+
+    /// The experiment's id: given, or looked up by name and created when missing, as
+    /// `mlflow.set_experiment` does.
+    async fn experiment_id(&self, experiment: &ExperimentRef) -> Result<String, String> {
+        let name = match experiment {
+            ExperimentRef::Id(id) => return Ok(id.clone()),
+            ExperimentRef::Name(name) => name,
+        };
+        // One lookup at a time: concurrent jobs for a new name must not create it twice.
+        let mut known = self.experiments.lock().await;
+        if let Some(id) = known.get(name) {
+            return Ok(id.clone());
+        }
+        let id = match self.lookup(name).await? {
+            Some(id) => id,
+            None => match self.create(name).await? {
+                Some(id) => id,
+                // Someone else created it in between.
+                None => self.lookup(name).await?.ok_or_else(|| format!("experiment {name:?} vanished"))?,
+            },
+        };
+        known.insert(name.clone(), id.clone());
+        Ok(id)
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<String>, String> {
+        self.retry
+            .run("experiment lookup", || {
+                let req =
+                    self.get("/api/2.0/mlflow/experiments/get-by-name").query(&[("experiment_name", name)]);
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Outcome::Delivered(None),
+                        other => {
+                            with_json(other, |v| v["experiment"]["experiment_id"].as_str().map(str::to_owned))
+                                .await
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    /// `None` when the experiment already exists.
+    async fn create(&self, name: &str) -> Result<Option<String>, String> {
+        self.retry
+            .run("experiment creation", || {
+                let req = self.post("/api/2.0/mlflow/experiments/create").json_body(&json!({"name": name}));
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
+                            let body = r.text().await.unwrap_or_default();
+                            if body.contains("RESOURCE_ALREADY_EXISTS") {
+                                Outcome::Delivered(None)
+                            } else {
+                                Outcome::Rejected(format!("HTTP 400: {body}"))
+                            }
+                        }
+                        other => with_json(other, |v| v["experiment_id"].as_str().map(str::to_owned)).await,
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Delivers one chunk of traces of one experiment: spans, then trace infos.
+    async fn deliver(
+        self,
+        experiment: ExperimentRef,
+        traces: Vec<Routed>,
+        resource: Arc<Map<String, Value>>,
+    ) -> Result<(), String> {
+        let experiment_id = self.experiment_id(&experiment).await?;
+        let body = bytes::Bytes::from(tracelake_otlp::encode_protobuf(&request(&traces, &resource)));
+        self.retry
+            .run("span upload", || {
+                let req = self
+                    .post("/v1/traces")
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                    .header("x-mlflow-experiment-id", experiment_id.as_str())
+                    .body(body.clone());
+                async move { http_sent(req.send().await).await }
+            })
+            .await?;
+        drop(body);
+
+        let slots = Arc::new(tokio::sync::Semaphore::new(INFO_CONCURRENCY));
+        let mut jobs = tokio::task::JoinSet::new();
+        for (trace, _) in traces {
+            let mut info = trace.info.clone();
+            if !matches!(info.trace_location, TraceLocation::UcSchema { .. }) {
+                info.trace_location = TraceLocation::experiment(experiment_id.clone());
+            }
+            let body = serde_json::to_vec(&json!({"trace": {"trace_info": info.to_proto_json()}}))
+                .unwrap_or_default();
+            let body = bytes::Bytes::from(body);
+            let client = self.clone();
+            let slot = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+            jobs.spawn(async move {
+                let _slot = slot;
+                client
+                    .retry
+                    .run("trace info upload (StartTraceV3)", || {
+                        let req = client
+                            .post("/api/3.0/mlflow/traces")
+                            .header(reqwest::header::CONTENT_TYPE, "application/json")
+                            .body(body.clone());
+                        async move { http_sent(req.send().await).await }
+                    })
+                    .await
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = jobs.join_next().await {
+            if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+trait JsonBody {
+    fn json_body(self, value: &Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, value: &Value) -> Self {
+        self.header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(value).unwrap_or_default())
+    }
+}
+
+/// A successful answer's JSON, read by `pick`.
+async fn with_json<T>(
+    result: Result<reqwest::Response, reqwest::Error>,
+    pick: impl FnOnce(&Value) -> Option<T>,
+) -> Outcome<Option<T>> {
+    match http_outcome(result).await {
+        Outcome::Delivered(response) => match response.bytes().await {
+            Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                Ok(v) => match pick(&v) {
+                    Some(t) => Outcome::Delivered(Some(t)),
+                    None => {
+                        Outcome::Rejected(format!("unexpected answer: {}", String::from_utf8_lossy(&body)))
+                    }
+                },
+                Err(e) => Outcome::Rejected(format!("the answer is not JSON: {e}")),
+            },
+            Err(e) => Outcome::Retry { reason: error_chain(&e), after: None },
+        },
+        Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
+        Outcome::Rejected(reason) => Outcome::Rejected(reason),
+    }
+}
+
+impl SinkExporter for ServerExporter {
+    fn export(&mut self, traces: Vec<Routed>, drops: Option<&DropCounter>) {
+        self.delivery.set_drop_counter(drops);
+        let mut by_experiment: Vec<(ExperimentRef, Vec<Routed>)> = Vec::new();
+        for routed in traces {
+            let experiment = routed.1.experiment.clone().unwrap_or(ExperimentRef::Id("0".into()));
+            match by_experiment.iter_mut().find(|(e, _)| *e == experiment) {
+                Some((_, list)) => list.push(routed),
+                None => by_experiment.push((experiment, vec![routed])),
+            }
+        }
+        for (experiment, traces) in by_experiment {
+            for chunk in chunks(traces) {
+                let spans = chunk.iter().map(|(t, _)| t.spans.len()).sum();
+                let count = chunk.len();
+                match &self.client {
+                    Ok(client) => {
+                        let job = client.clone().deliver(experiment.clone(), chunk, self.resource.clone());
+                        self.delivery.submit(count, spans, job);
+                    }
+                    Err(problem) => {
+                        let problem = problem.clone();
+                        self.delivery.submit(count, spans, async move { Err(problem) });
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), ExportError> {
+        if self.delivery.wait_idle(timeout) {
+            Ok(())
+        } else {
+            Err(ExportError::Timeout {
+                target: self.delivery.target().to_owned(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<(), ExportError> {
+        if self.delivery.shutdown(timeout) {
+            Ok(())
+        } else {
+            Err(ExportError::Timeout {
+                target: self.delivery.target().to_owned(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        }
+    }
+}
