@@ -61,6 +61,9 @@ pub(crate) fn on_export_worker() -> bool {
     ON_EXPORT_WORKER.try_with(std::cell::Cell::get).unwrap_or(false)
 }
 
+/// What a shutdown may take beyond the flush timeout: abandoning undelivered exports.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
 /// How often the worker ends traces that have been in progress for too long.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -268,7 +271,9 @@ impl Pipeline {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(FlushError::ShutDown);
         }
-        self.round_trip(Control::Shutdown, timeout)?;
+        // The exporters' own flush takes up to `timeout`; giving up on what is left takes a
+        // moment more.
+        self.round_trip(Control::Shutdown, timeout + SHUTDOWN_MARGIN)?;
         if let Some(handle) = self.worker.lock().take() {
             let _ = handle.join();
         }

@@ -1,13 +1,14 @@
 //! Background delivery to network destinations: a small runtime of its own, bounded requests
 //! in flight, retries with backoff, and budgets on every wait.
 //!
-//! The export worker hands each request to [`Delivery::submit`], which returns as soon as the
-//! request has a slot: at most `max_in_flight` requests per destination are in flight or
-//! waiting to retry, so memory stays bounded. While the destination answers, a full set of
-//! slots makes the export worker wait (back-pressure, up to a bound); once it has failed, new
-//! requests find no slot and are dropped at once, and counted, so an unreachable destination
-//! never holds up the pipeline. Failed attempts are retried with exponential backoff and
-//! jitter, honouring `Retry-After`, until the retry window closes.
+//! The export worker hands each job to [`Delivery::submit`], which returns as soon as the job
+//! has room in the destination's buffer: at most [`BUFFERED_SPANS`] spans per destination are
+//! being sent or waiting to be retried, so memory stays bounded, and at most `max_in_flight`
+//! requests are on the wire at once. While the destination answers, a full buffer makes the
+//! export worker wait (back-pressure, up to a bound); once it has failed, jobs that find no
+//! room are dropped at once, and counted, so an unreachable destination never holds up the
+//! pipeline. Failed attempts are retried with exponential backoff and jitter, honouring
+//! `Retry-After`, until the retry window closes.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,6 +104,9 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// Spans one destination may hold while they are sent or wait for a retry.
+pub(crate) const BUFFERED_SPANS: u32 = 32_768;
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
@@ -110,6 +114,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 #[derive(Clone, Debug)]
 pub(crate) struct Retry {
     window: Duration,
+    /// Requests on the wire to this destination.
+    sending: Arc<Semaphore>,
     /// Set while the destination fails, cleared when it answers.
     failing: Arc<AtomicBool>,
 }
@@ -123,7 +129,11 @@ impl Retry {
         let deadline = Instant::now() + self.window;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match attempt().await {
+            let outcome = {
+                let _sending = self.sending.acquire().await.map_err(|e| e.to_string())?;
+                attempt().await
+            };
+            match outcome {
                 Outcome::Delivered(value) => {
                     self.failing.store(false, Ordering::Relaxed);
                     return Ok(value);
@@ -155,23 +165,26 @@ impl Retry {
 #[derive(Debug)]
 pub(crate) struct Delivery {
     target: String,
-    slots: Arc<Semaphore>,
-    max_slots: u32,
+    /// Room in the buffer, in spans.
+    room: Arc<Semaphore>,
     retry: Retry,
     cancel: watch::Sender<bool>,
     drops: Option<DropCounter>,
-    /// How long a submit waits for a slot while the destination is healthy.
+    /// How long a submit waits for room while the destination is healthy.
     slot_wait: Duration,
 }
 
 impl Delivery {
     pub(crate) fn new(target: String, settings: &DeliverySettings) -> Self {
-        let max_slots = settings.max_in_flight.clamp(1, 1024) as u32;
+        let sending = Arc::new(Semaphore::new(settings.max_in_flight.clamp(1, 1024)));
         Delivery {
             target,
-            slots: Arc::new(Semaphore::new(max_slots as usize)),
-            max_slots,
-            retry: Retry { window: settings.retry_window, failing: Arc::new(AtomicBool::new(false)) },
+            room: Arc::new(Semaphore::new(BUFFERED_SPANS as usize)),
+            retry: Retry {
+                window: settings.retry_window,
+                sending,
+                failing: Arc::new(AtomicBool::new(false)),
+            },
             cancel: watch::channel(false).0,
             drops: None,
             slot_wait: settings.request_timeout.min(Duration::from_secs(10)),
@@ -200,17 +213,19 @@ impl Delivery {
     }
 
     /// Runs `job` (which delivers `traces` traces of `spans` spans) in the background. When
-    /// the job fails, is cancelled at shutdown, or finds no slot, its traces count as dropped.
+    /// the job fails, is cancelled at shutdown, or finds no room, its traces count as dropped.
     pub(crate) fn submit<F>(&self, traces: usize, spans: usize, job: F)
     where
         F: Future<Output = Result<(), String>> + Send + 'static,
     {
+        // A job larger than the whole buffer takes all of it.
+        let need = (spans as u32).clamp(1, BUFFERED_SPANS);
         let slot = if self.retry.failing.load(Ordering::Relaxed) {
-            self.slots.clone().try_acquire_owned().ok()
+            self.room.clone().try_acquire_many_owned(need).ok()
         } else {
-            let slots = self.slots.clone();
+            let room = self.room.clone();
             runtime().block_on(async {
-                tokio::time::timeout(self.slot_wait, slots.acquire_owned()).await.ok()?.ok()
+                tokio::time::timeout(self.slot_wait, room.acquire_many_owned(need)).await.ok()?.ok()
             })
         };
         let Some(slot) = slot else {
@@ -236,10 +251,10 @@ impl Delivery {
 
     /// Waits up to `timeout` for every request in flight to finish; `false` if some did not.
     pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
-        let slots = self.slots.clone();
-        let max = self.max_slots;
-        runtime()
-            .block_on(async move { tokio::time::timeout(timeout, slots.acquire_many(max)).await.is_ok() })
+        let room = self.room.clone();
+        runtime().block_on(async move {
+            tokio::time::timeout(timeout, room.acquire_many(BUFFERED_SPANS)).await.is_ok()
+        })
     }
 
     /// Waits up to `timeout` for the requests in flight, then gives up on the rest (they are

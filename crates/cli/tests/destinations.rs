@@ -1,0 +1,274 @@
+//! The SDK's destinations against real servers: `tracelake server` processes, the stock
+//! `mlflow server` 3.17.2, and the stock MLflow Python client reading the traces back.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Server, free_port, python, repo};
+use tracelake::{Destination, FutureExt as _, SpanType};
+
+/// The instrumented example program (`examples/instrumented_app.rs`), built on first use.
+fn app() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "tracelake-cli", "--example", "instrumented_app"])
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building the instrumented example failed");
+            // This test runs from <target>/<profile>/deps; examples sit beside deps.
+            let exe = std::env::current_exe().unwrap();
+            let path = exe.parent().unwrap().parent().unwrap().join("examples/instrumented_app");
+            assert!(path.exists(), "{} is missing", path.display());
+            path
+        })
+        .clone()
+}
+
+/// Runs the example with exactly these tracing variables (the test's own are cleared).
+fn run_app(vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(app());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MLFLOW_") || name.starts_with("OTEL_") || name.starts_with("TRACELAKE_APP") {
+            cmd.env_remove(name);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    cmd.current_dir(dir.path()).envs(vars.iter().copied()).output().expect("run the instrumented example")
+}
+
+/// The example's closing statistics line.
+fn stats(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Every trace of the named experiments, read through the MLflow client, without ids and times.
+fn read_back(server: &Server, experiments: &[&str]) -> BTreeMap<String, Value> {
+    let out = Command::new(python())
+        .arg(repo().join("tests/python/read_traces.py"))
+        .arg(server.url())
+        .args(experiments)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .output()
+        .expect("run read_traces.py");
+    assert!(out.status.success(), "read_traces.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("read_traces.py prints JSON")
+}
+
+#[test]
+fn the_same_program_reads_back_the_same_by_every_route() {
+    let tracelake = Server::start();
+    let mlflow = Server::start_mlflow();
+    let grpc = format!("http://127.0.0.1:{}", tracelake.grpc_port);
+
+    let mut runs: Vec<(&str, &Server, String)> = Vec::new();
+    // The MLflow REST route: experiment by name, created by the exporter.
+    for (server, label) in [(&tracelake, "tracelake REST"), (&mlflow, "mlflow REST")] {
+        let st =
+            stats(&run_app(&[("MLFLOW_TRACKING_URI", &server.url()), ("MLFLOW_EXPERIMENT_NAME", "by-rest")]));
+        assert_eq!(st["dropped_traces"], 0, "{label}: {st}");
+        runs.push((label, server, "by-rest".into()));
+    }
+    // OTLP routes, to experiments made beforehand and named in the standard headers variable.
+    let otlp_routes: [(&Server, &str, String, &str); 4] = [
+        (&tracelake, "grpc", grpc.clone(), "by-grpc"),
+        (&tracelake, "http/protobuf", format!("{}/v1/traces", tracelake.url()), "by-http-protobuf"),
+        (&tracelake, "http/json", format!("{}/v1/traces", tracelake.url()), "by-http-json"),
+        (&mlflow, "http/protobuf", format!("{}/v1/traces", mlflow.url()), "by-otlp-http"),
+    ];
+    for (server, protocol, endpoint, experiment) in &otlp_routes {
+        let id = server.create_experiment(experiment);
+        let headers = format!("x-mlflow-experiment-id={id}");
+        let st = stats(&run_app(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &headers),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", if *protocol == "grpc" { "gzip" } else { "none" }),
+            ("OTEL_SERVICE_NAME", "instrumented-app"),
+            // Set, and replaced by OTLP: nothing may arrive there.
+            ("MLFLOW_TRACKING_URI", &server.url()),
+            ("MLFLOW_EXPERIMENT_NAME", "replaced-by-otlp"),
+        ]));
+        assert_eq!(st["dropped_traces"], 0, "{protocol} to {endpoint}: {st}");
+        runs.push((protocol, server, experiment.to_string()));
+    }
+
+    let expected = read_back(&tracelake, &["by-rest"]).remove("by-rest").unwrap();
+    let traces = expected.as_array().unwrap();
+    assert_eq!(traces.len(), 3, "{expected:#}");
+    for trace in traces {
+        assert_eq!(trace["name"], "answer");
+        assert_eq!(trace["spans"].as_array().unwrap().len(), 5, "{trace:#}");
+    }
+    let chat = traces[0]["spans"].as_array().unwrap().iter().find(|s| s["name"] == "chat").unwrap();
+    assert_eq!(chat["type"], "CHAT_MODEL");
+    assert_eq!(chat["outputs"]["role"], "assistant");
+    for (label, server, experiment) in &runs {
+        let got = read_back(server, &[experiment]).remove(experiment.as_str()).unwrap();
+        assert_eq!(got, expected, "{label} into {experiment} on {} differs", server.url());
+    }
+    for server in [&tracelake, &mlflow] {
+        let replaced = read_back(server, &["replaced-by-otlp"]).remove("replaced-by-otlp").unwrap();
+        assert_eq!(replaced, Value::Array(vec![]), "OTLP must replace the MLflow destination");
+    }
+}
+
+#[test]
+fn a_thousand_tasks_and_sixteen_threads_keep_their_own_experiments() {
+    let server = Server::start();
+    let url = server.url();
+    tracelake::set_tracer_provider(tracelake::TracerProvider::builder().build());
+
+    /// One request of one tenant: a root and nine children, across `.await`s and a task.
+    #[tracelake::trace(span_type = SpanType::Chain)]
+    async fn request(tenant: String) {
+        tracelake::current_span().expect("inside the traced function").set_attribute("tenant", &tenant);
+        for step in 0..8 {
+            let _child = tracelake::span(format!("step-{step}")).start();
+            tokio::task::yield_now().await;
+        }
+        tokio::spawn(async { drop(tracelake::span("spawned").start()) }.in_current_context()).await.unwrap();
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let tenant = format!("task-tenant-{i}");
+            let dest = Destination::experiment_name(tenant.clone()).at(&url);
+            runtime.spawn(dest.scope(request(tenant)))
+        })
+        .collect();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let tenant = format!("thread-tenant-{i}");
+                let _dest = Destination::experiment_name(tenant.clone()).at(&url).enter();
+                let root = tracelake::span("request").span_type(SpanType::Chain).start();
+                root.set_attribute("tenant", &tenant);
+                root.set_inputs(&serde_json::json!({"tenant": tenant}));
+                for step in 0..9 {
+                    let _child = tracelake::span(format!("step-{step}")).start();
+                }
+            })
+        })
+        .collect();
+    runtime.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    tracelake::shutdown().expect("every trace delivered");
+    let stats = tracelake::export_stats();
+    assert_eq!((stats.exported_traces, stats.dropped_traces), (1016, 0), "{stats:?}");
+
+    let tenants: Vec<String> = (0..1000)
+        .map(|i| format!("task-tenant-{i}"))
+        .chain((0..16).map(|i| format!("thread-tenant-{i}")))
+        .collect();
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let read = read_back(&server, &names);
+    for tenant in &tenants {
+        let traces = read[tenant].as_array().unwrap_or_else(|| panic!("no experiment {tenant}"));
+        assert_eq!(traces.len(), 1, "{tenant} holds {} traces", traces.len());
+        let spans = traces[0]["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 10, "{tenant}: {spans:#?}");
+        let root = spans.iter().find(|s| s["parent"].is_null()).unwrap();
+        assert_eq!(root["attributes"]["tenant"], tenant.as_str(), "{tenant} got another tenant's trace");
+    }
+}
+
+#[test]
+fn a_server_restarted_mid_run_gets_every_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracelake.db").display().to_string();
+    let (port, grpc_port) = (free_port(), free_port());
+    let mut server = Server::start_at(None, &db, port, grpc_port);
+    let url = server.url();
+
+    let app = std::thread::spawn(move || {
+        run_app(&[
+            ("MLFLOW_TRACKING_URI", &url),
+            ("MLFLOW_EXPERIMENT_NAME", "restarts"),
+            ("TRACELAKE_APP_TRACES", "40"),
+            ("TRACELAKE_APP_PAUSE_MS", "100"),
+            // Export each trace as it ends, so many go out while the server is away.
+            ("MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS", "10"),
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = Server::start_at(None, &db, port, grpc_port);
+    let st = stats(&app.join().unwrap());
+    assert_eq!((st["exported_traces"].as_u64(), st["dropped_traces"].as_u64()), (Some(40), Some(0)), "{st}");
+    let read = read_back(&server, &["restarts"]);
+    assert_eq!(read["restarts"].as_array().unwrap().len(), 40);
+}
+
+#[test]
+fn a_server_that_never_returns_costs_the_program_only_its_budget() {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = run_app(&[
+        ("MLFLOW_TRACKING_URI", &nobody),
+        ("TRACELAKE_APP_TRACES", "5"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "2000"),
+    ]);
+    let took = started.elapsed();
+    let st = stats(&out);
+    assert_eq!((st["dropped_traces"].as_u64(), st["dropped_spans"].as_u64()), (Some(5), Some(25)), "{st}");
+    // A functional bound, far above the 2 s budget: without one the program would retry for
+    // the whole 500 s retry window.
+    assert!(took < Duration::from_secs(60), "the program took {took:?}");
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_variable_and_the_value() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
+            ],
+            "OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\"",
+        ),
+        (
+            &[("MLFLOW_TRACING_DESTINATION", "too.many.parts")],
+            "MLFLOW_TRACING_DESTINATION=\"too.many.parts\"",
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+            ],
+            "OTEL_EXPORTER_OTLP_HEADERS=\"no-equals-sign\"",
+        ),
+        (&[("MLFLOW_TRACKING_URI", "gopher://127.0.0.1/")], "MLFLOW_TRACKING_URI=\"gopher://127.0.0.1/\""),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "127.0.0.1:4317")],
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=\"127.0.0.1:4317\"",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let out = run_app(vars);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{vars:?} should be refused; stderr: {stderr}");
+        assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Shared by the tests that run real servers: `tracelake server` processes, the stock
+//! `mlflow server` and the Python virtualenv that `scripts/setup-python` makes.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+}
+
+pub fn python() -> PathBuf {
+    let path =
+        std::env::var_os("TRACELAKE_PYTHON").map_or_else(|| repo().join(".venv/bin/python"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-python (or set TRACELAKE_PYTHON)",
+        path.display()
+    );
+    path
+}
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub grpc_port: u16,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// The stock `mlflow server` 3.17.2 from the virtualenv, for the differential test.
+    pub fn start_mlflow() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mlflow = python().with_file_name("mlflow");
+        let child = Command::new(mlflow)
+            .arg("server")
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(dir.path().join("artifacts"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mlflow server");
+        let server = Server { child, port, grpc_port: 0, _dir: Some(dir) };
+        server.wait_until_up(Duration::from_secs(180));
+        server
+    }
+
+    pub fn wait_until_up(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.get("/version").is_none() {
+            assert!(Instant::now() < deadline, "the server did not answer within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `tracelake server` on a SQLite file of its own.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracelake.db").display().to_string();
+        Server::start_on(Some(dir), &db)
+    }
+
+    /// `tracelake server` on a new database of the PostgreSQL server `TRACELAKE_TEST_POSTGRES_URI`
+    /// names (`scripts/test` starts one); the server creates the database.
+    pub fn start_on_postgres() -> Server {
+        let server = std::env::var("TRACELAKE_TEST_POSTGRES_URI")
+            .expect("TRACELAKE_TEST_POSTGRES_URI must name a PostgreSQL server (scripts/test starts one)");
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let uri = format!("{base}/tracelake_e2e_{}_{stamp}", std::process::id());
+        Server::start_on(None, &uri)
+    }
+
+    pub fn start_on(dir: Option<tempfile::TempDir>, backend_store_uri: &str) -> Server {
+        Server::start_at(dir, backend_store_uri, free_port(), free_port())
+    }
+
+    /// `tracelake server` on given ports (to restart one where it was).
+    pub fn start_at(
+        dir: Option<tempfile::TempDir>,
+        backend_store_uri: &str,
+        port: u16,
+        grpc_port: u16,
+    ) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
+            .args(["server", "--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
+            .args(["--backend-store-uri", backend_store_uri])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tracelake server");
+        let server = Server { child, port, grpc_port, _dir: dir };
+        server.wait_until_up(Duration::from_secs(30));
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// POSTs JSON and returns the answer's body (`None` when the request failed).
+    pub fn post_json(&self, path: &str, body: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    }
+
+    /// Creates an experiment and returns its id.
+    pub fn create_experiment(&self, name: &str) -> String {
+        let body = self
+            .post_json("/api/2.0/mlflow/experiments/create", &format!("{{\"name\": {name:?}}}"))
+            .expect("create experiment");
+        let value: serde_json::Value =
+            serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+        value["experiment_id"].as_str().unwrap_or_else(|| panic!("no experiment id in {body}")).to_owned()
+    }
+
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+}
+
+impl Server {
+    /// Stops the server: SIGTERM, then SIGKILL after 30 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SIGTERM to the server's own pid (never a group): `mlflow server` then stops the
+        // processes it started. Escalate to SIGKILL if it has not exited in 30 s.
+        let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
