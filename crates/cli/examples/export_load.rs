@@ -86,7 +86,8 @@ fn main() -> anyhow::Result<()> {
             } else {
                 (format!("{}/v1/traces", args.url), OtlpProtocol::HttpProtobuf)
             };
-            let otlp = OtlpSettings::new(endpoint, protocol).with_header("x-mlflow-experiment-id", &args.experiment);
+            let otlp =
+                OtlpSettings::new(endpoint, protocol).with_header("x-mlflow-experiment-id", &args.experiment);
             tracelake::set_destination(Destination::otlp(otlp));
             builder.build()
         }
@@ -124,7 +125,11 @@ fn main() -> anyhow::Result<()> {
         stats.dropped_spans
     );
     println!("caller cost per span: {:.0} ns", caller_time.as_nanos() as f64 / total_spans);
-    println!("recorded in {:.2} s: {:.0} spans/s", recorded.as_secs_f64(), total_spans / recorded.as_secs_f64());
+    println!(
+        "recorded in {:.2} s: {:.0} spans/s",
+        recorded.as_secs_f64(),
+        total_spans / recorded.as_secs_f64()
+    );
     println!(
         "delivered in {:.2} s: {:.0} spans/s end to end",
         delivered.as_secs_f64(),
