@@ -134,6 +134,9 @@ pub(crate) struct Changed {
     pub(crate) spans: Vec<Span>,
     /// The span ids the batch wrote.
     pub(crate) written: HashSet<u64>,
+    /// The tags and metadata stored before the batch, so a store rewrites only the entries
+    /// that changed (and leaves their index entries alone).
+    pub(crate) previous: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
 }
 
 impl Changed {
@@ -155,6 +158,7 @@ pub(crate) fn apply_batch(
 ) -> StoreResult<Vec<Changed>> {
     struct Pending {
         key: Option<i64>,
+        previous: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
         experiment_id: String,
         info: Option<(TraceInfo, bool)>,
         spans: Vec<Span>,
@@ -168,6 +172,7 @@ pub(crate) fn apply_batch(
                 let spans = stored_spans.remove(&s.key).unwrap_or_default();
                 Pending {
                     key: Some(s.key),
+                    previous: Some((s.info.tags.clone(), s.info.trace_metadata.clone())),
                     // a stored trace stays in its experiment
                     experiment_id: s.info.trace_location.experiment_id().unwrap_or("0").to_owned(),
                     position: spans.iter().enumerate().map(|(i, s)| (s.span_id.to_u64(), i)).collect(),
@@ -178,6 +183,7 @@ pub(crate) fn apply_batch(
             }
             None => Pending {
                 key: None,
+                previous: None,
                 experiment_id: experiment_id.clone(),
                 info: None,
                 spans: Vec::new(),
@@ -228,6 +234,7 @@ pub(crate) fn apply_batch(
             from_spans_only,
             spans: p.spans,
             written: p.written,
+            previous: p.previous,
         });
     }
     Ok(out)

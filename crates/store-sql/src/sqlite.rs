@@ -390,18 +390,39 @@ fn save(tx: &Transaction<'_>, changed: &Changed) -> StoreResult<()> {
             |r| r.get(0),
         )
         .map_err(internal)?;
-    for (table, map) in [("trace_tags", &info.tags), ("trace_metadata", &info.trace_metadata)] {
-        if changed.key.is_some() {
-            tx.prepare_cached(&format!("DELETE FROM {table} WHERE trace_key = ?1"))
-                .map_err(internal)?
-                .execute(params![key])
-                .map_err(internal)?;
-        }
-        let mut insert = tx
-            .prepare_cached(&format!("INSERT INTO {table} (trace_key, key, value) VALUES (?1, ?2, ?3)"))
+    let previous = changed.previous.as_ref();
+    for (table, map, before) in [
+        ("trace_tags", &info.tags, previous.map(|p| &p.0)),
+        ("trace_metadata", &info.trace_metadata, previous.map(|p| &p.1)),
+    ] {
+        // Only the entries that changed are written: rewriting all of them would churn the
+        // (key, value) index on every update of a trace (StartTraceV3 after its spans, a tag).
+        let empty = BTreeMap::new();
+        let before = match (before, changed.key) {
+            (Some(before), _) => before,
+            (None, None) => &empty,
+            (None, Some(_)) => {
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE trace_key = ?1"))
+                    .map_err(internal)?
+                    .execute(params![key])
+                    .map_err(internal)?;
+                &empty
+            }
+        };
+        let mut delete = tx
+            .prepare_cached(&format!("DELETE FROM {table} WHERE trace_key = ?1 AND key = ?2"))
             .map_err(internal)?;
-        for (k, v) in map {
-            insert.execute(params![key, k, v]).map_err(internal)?;
+        for k in before.keys().filter(|k| !map.contains_key(*k)) {
+            delete.execute(params![key, k]).map_err(internal)?;
+        }
+        let mut upsert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (trace_key, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (trace_key, key) DO UPDATE SET value = excluded.value"
+            ))
+            .map_err(internal)?;
+        for (k, v) in map.iter().filter(|(k, v)| before.get(*k) != Some(*v)) {
+            upsert.execute(params![key, k, v]).map_err(internal)?;
         }
     }
     let mut upsert = tx
