@@ -17,8 +17,11 @@ fn app() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // The same selection `scripts/test` builds, so that after it this is a no-op (a
+            // narrower one would unify features differently and rebuild the dependencies).
             let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "tracelake-cli", "--example", "instrumented_app"])
+                .args(["build", "--quiet", "--workspace", "--all-targets"])
+                .current_dir(repo())
                 .status()
                 .expect("run cargo build");
             assert!(status.success(), "building the instrumented example failed");

@@ -116,8 +116,7 @@ impl Destination {
 
     /// Makes this the destination of traces started on this thread until the guard drops.
     pub fn enter(self) -> DestinationGuard {
-        let previous = LOCAL.with(|l| l.replace(Some(route_for(&self))));
-        DestinationGuard { previous, _not_send: PhantomData }
+        DestinationGuard { id: push_local(route_for(&self)), _not_send: PhantomData }
     }
 }
 
@@ -130,8 +129,6 @@ pub(crate) enum Sink {
     Directory(std::path::PathBuf),
     /// An OTLP endpoint.
     Otlp(OtlpSettings),
-    /// A lake schema behind a tracelake server.
-    Lake { server: String, auth: Option<Auth>, catalog: String, schema: String },
     /// A destination that cannot be delivered to: its traces are dropped and counted, the
     /// problem logged (the configuration error already was, at start).
     Unusable(String),
@@ -199,18 +196,11 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
             Route::new(vec![server_sink(&uri)], Some(experiment.clone()), &settings.delivery)
         }
         Destination::LakeSchema { catalog, schema } => {
-            let sink = match &settings.tracking_uri {
-                Some(TrackingUri::Server(url)) => Sink::Lake {
-                    server: url.clone(),
-                    auth: settings.auth.clone(),
-                    catalog: catalog.clone(),
-                    schema: schema.clone(),
-                },
-                _ => Sink::Unusable(format!(
-                    "lake schema {catalog}.{schema} is written through a tracelake server: set \
-                     MLFLOW_TRACKING_URI to its http:// address"
-                )),
-            };
+            // The lake (store-lake) is not built yet: say so rather than send spans to a server
+            // that cannot store them.
+            let sink = Sink::Unusable(format!(
+                "lake schema {catalog}.{schema}: lake destinations are not available in this version"
+            ));
             let mut route = Route::new(vec![sink], None, &settings.delivery);
             route.location = Arc::new(TraceLocation::uc_schema(catalog.clone(), schema.clone()));
             route
@@ -261,7 +251,25 @@ fn default_route() -> Arc<Route> {
 static GLOBAL: RwLock<Option<Arc<Route>>> = RwLock::new(None);
 
 thread_local! {
-    static LOCAL: RefCell<Option<Arc<Route>>> = const { RefCell::new(None) };
+    /// The thread's context-local destinations, innermost last, each with the id of the guard
+    /// (or poll) that set it: a guard removes its own entry, whatever order guards drop in.
+    static LOCAL: RefCell<Vec<(u64, Arc<Route>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn push_local(route: Arc<Route>) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    LOCAL.with(|l| l.borrow_mut().push((id, route)));
+    id
+}
+
+fn pop_local(id: u64) {
+    let _ = LOCAL.try_with(|l| {
+        let mut stack = l.borrow_mut();
+        if let Some(i) = stack.iter().rposition(|(entry, _)| *entry == id) {
+            stack.remove(i);
+        }
+    });
 }
 
 /// Sends the traces started from now on, in the whole process, to `destination` (a
@@ -274,12 +282,12 @@ pub fn set_destination(destination: Destination) {
 /// environment says again.
 pub fn reset() {
     *GLOBAL.write() = None;
-    LOCAL.with(|l| l.borrow_mut().take());
+    LOCAL.with(|l| l.borrow_mut().clear());
 }
 
 /// Where a trace whose root span starts now goes.
 pub(crate) fn current_route() -> Arc<Route> {
-    if let Some(route) = LOCAL.try_with(|l| l.borrow().clone()).ok().flatten() {
+    if let Some(route) = LOCAL.try_with(|l| l.borrow().last().map(|(_, r)| r.clone())).ok().flatten() {
         return route;
     }
     if let Some(route) = GLOBAL.read().as_ref() {
@@ -291,14 +299,13 @@ pub(crate) fn current_route() -> Arc<Route> {
 /// Restores the thread's previous context-local destination when dropped.
 #[must_use = "the destination applies until the guard is dropped"]
 pub struct DestinationGuard {
-    previous: Option<Arc<Route>>,
+    id: u64,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for DestinationGuard {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        let _ = LOCAL.try_with(|l| *l.borrow_mut() = previous);
+        pop_local(self.id);
     }
 }
 
@@ -325,18 +332,16 @@ impl<F: Future> Future for Scoped<F> {
         let this = self.project();
         // Installed for the poll only: the thread's own destination is back when it returns,
         // even if the poll panics.
-        let previous = LOCAL.with(|l| l.replace(this.route.clone()));
-        let _restore = Restore(previous);
+        let _restore = this.route.clone().map(|route| Restore(push_local(route)));
         this.inner.poll(cx)
     }
 }
 
-struct Restore(Option<Arc<Route>>);
+struct Restore(u64);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        let previous = self.0.take();
-        let _ = LOCAL.try_with(|l| *l.borrow_mut() = previous);
+        pop_local(self.0);
     }
 }
 
@@ -408,9 +413,7 @@ mod tests {
 
         let s = settings(&[("MLFLOW_TRACKING_URI", server), ("MLFLOW_TRACING_DESTINATION", "main.agents")]);
         let r = route_from_env(&s);
-        assert!(
-            matches!(&*r.sinks[0], Sink::Lake { catalog, schema, .. } if catalog == "main" && schema == "agents")
-        );
+        assert!(matches!(&*r.sinks[0], Sink::Unusable(why) if why.contains("main.agents")));
         assert_eq!(r.location.type_name(), "UC_SCHEMA");
     }
 
@@ -428,6 +431,12 @@ mod tests {
             }
             assert_eq!(id(current_route()).as_deref(), Some("a"));
         }
+        // Guards dropped out of order leave no stale destination behind.
+        let (ga, gb) = (a.clone().enter(), b.clone().enter());
+        drop(ga);
+        assert_eq!(id(current_route()).as_deref(), Some("b"));
+        drop(gb);
+        assert!(LOCAL.with(|l| l.borrow().is_empty()));
         let fut = b.scope(async { id(current_route()) });
         let seen = futures_lite_block_on(fut);
         assert_eq!(seen.as_deref(), Some("b"));

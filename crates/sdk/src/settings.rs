@@ -239,9 +239,10 @@ impl Settings {
         let mut s = Settings { async_logging: true, ..Settings::default() };
 
         s.tracking_uri = get("MLFLOW_TRACKING_URI").map(|v| TrackingUri::parse(&v)).transpose()?;
-        s.experiment = match (get("MLFLOW_EXPERIMENT_ID"), get("MLFLOW_EXPERIMENT_NAME")) {
-            (Some(id), _) => Some(ExperimentRef::Id(id.trim().to_owned())),
-            (None, Some(name)) => Some(ExperimentRef::Name(name)),
+        // The name first, as MLflow reads them.
+        s.experiment = match (get("MLFLOW_EXPERIMENT_NAME"), get("MLFLOW_EXPERIMENT_ID")) {
+            (Some(name), _) => Some(ExperimentRef::Name(name)),
+            (None, Some(id)) => Some(ExperimentRef::Id(id.trim().to_owned())),
             (None, None) => None,
         };
         s.destination =
@@ -343,6 +344,10 @@ fn otlp_from(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpSetting
             }
         }
     };
+    // Nothing is read (or refused) unless an endpoint is set.
+    if get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() && get("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        return Ok(None);
+    }
     let protocol = match pick("PROTOCOL") {
         None => OtlpProtocol::Grpc,
         Some((var, raw)) => OtlpProtocol::parse(&raw)
@@ -385,10 +390,13 @@ fn otlp_from(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpSetting
             _ => return Err(ConfigError::new(&var, &raw, "expected gzip or none")),
         },
     };
+    // OpenTelemetry discards a malformed resource variable with a warning rather than failing.
     let resource_attrs = match get("OTEL_RESOURCE_ATTRIBUTES") {
         None => Vec::new(),
-        Some(raw) => parse_key_values(&raw)
-            .map_err(|problem| ConfigError::new("OTEL_RESOURCE_ATTRIBUTES", &raw, problem))?,
+        Some(raw) => parse_key_values(&raw).unwrap_or_else(|problem| {
+            tracing::warn!(target: "tracelake", "ignoring OTEL_RESOURCE_ATTRIBUTES={raw:?}: {problem}");
+            Vec::new()
+        }),
     };
     let service = get("OTEL_SERVICE_NAME").map(|s| s.trim().to_owned());
     Ok(Some(OtlpSettings {
@@ -626,5 +634,23 @@ mod tests {
         ])
         .unwrap();
         assert!(s.otlp.is_none());
+        // Without an endpoint the other OTLP variables are not read, as MLflow ignores them.
+        assert!(read(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")]).unwrap().otlp.is_none());
+    }
+
+    #[test]
+    fn the_experiment_name_wins_over_the_id_as_in_mlflow() {
+        let s = read(&[("MLFLOW_EXPERIMENT_ID", "4"), ("MLFLOW_EXPERIMENT_NAME", "named")]).unwrap();
+        assert_eq!(s.experiment, Some(ExperimentRef::Name("named".into())));
+    }
+
+    #[test]
+    fn a_malformed_resource_variable_is_discarded_not_fatal() {
+        let s = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "note=100%"),
+        ])
+        .unwrap();
+        assert!(s.otlp.unwrap().resource.iter().all(|(k, _)| k != "note"));
     }
 }

@@ -48,10 +48,16 @@ pub(crate) enum Outcome<T = ()> {
     Rejected(String),
 }
 
-/// Reads an HTTP response: 2xx delivered; 408, 429, 500, 502, 503, 504 retried (with the
+/// The statuses MLflow's client retries (`MLFLOW_HTTP_REQUEST_*`).
+pub(crate) const MLFLOW_RETRY_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504];
+/// The statuses OTLP/HTTP exporters retry (the OTLP specification).
+pub(crate) const OTLP_RETRY_STATUSES: &[u16] = &[429, 502, 503, 504];
+
+/// Reads an HTTP response: 2xx delivered; a status in `retry` retried (after the
 /// `Retry-After` seconds, when given); anything else rejected with the body's message.
 pub(crate) async fn http_outcome(
     result: Result<reqwest::Response, reqwest::Error>,
+    retry: &[u16],
 ) -> Outcome<reqwest::Response> {
     let response = match result {
         Ok(r) => r,
@@ -66,19 +72,19 @@ pub(crate) async fn http_outcome(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+        .and_then(|s| Duration::try_from_secs_f64(s).ok());
     let body = response.text().await.unwrap_or_default();
     let reason = format!("HTTP {status}: {}", truncate(&body, 300));
-    match status.as_u16() {
-        408 | 429 | 500 | 502 | 503 | 504 => Outcome::Retry { reason, after },
-        _ => Outcome::Rejected(reason),
+    if retry.contains(&status.as_u16()) {
+        Outcome::Retry { reason, after }
+    } else {
+        Outcome::Rejected(reason)
     }
 }
 
 /// [`http_outcome`] for requests whose answer is not needed.
-pub(crate) async fn http_sent(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
-    match http_outcome(result).await {
+pub(crate) async fn http_sent(result: Result<reqwest::Response, reqwest::Error>, retry: &[u16]) -> Outcome {
+    match http_outcome(result, retry).await {
         Outcome::Delivered(_) => Outcome::Delivered(()),
         Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
         Outcome::Rejected(reason) => Outcome::Rejected(reason),
@@ -147,7 +153,7 @@ impl Retry {
                     // Full jitter on our own backoff; a server's Retry-After is taken as given.
                     let wait = after.unwrap_or_else(|| backoff.mul_f64(rand::rng().random_range(0.5..=1.0)));
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if Instant::now() + wait > deadline {
+                    if Instant::now().checked_add(wait).is_none_or(|t| t > deadline) {
                         return Err(format!(
                             "{what} failed for {} s, giving up: {reason}",
                             self.window.as_secs()
@@ -158,6 +164,20 @@ impl Retry {
                 }
             }
         }
+    }
+}
+
+/// Why a delivery job failed, and how much of it: `counts` (traces, spans) when only part
+/// of the job's traces were lost, `None` when all were.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) counts: Option<(usize, usize)>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, counts: None }
     }
 }
 
@@ -212,11 +232,12 @@ impl Delivery {
         }
     }
 
-    /// Runs `job` (which delivers `traces` traces of `spans` spans) in the background. When
-    /// the job fails, is cancelled at shutdown, or finds no room, its traces count as dropped.
+    /// Runs `job` (which delivers `traces` traces of `spans` spans) in the background. What
+    /// the job reports as failed, all of it when it is cancelled at shutdown, panics or finds
+    /// no room, counts as dropped.
     pub(crate) fn submit<F>(&self, traces: usize, spans: usize, job: F)
     where
-        F: Future<Output = Result<(), String>> + Send + 'static,
+        F: Future<Output = Result<(), Failure>> + Send + 'static,
     {
         // A job larger than the whole buffer takes all of it.
         let need = (spans as u32).clamp(1, BUFFERED_SPANS);
@@ -238,11 +259,21 @@ impl Delivery {
         let target = self.target.clone();
         runtime().spawn(async move {
             let _slot = slot;
+            // The job runs as a task of its own, so a panic in it is seen here and counted.
+            let mut job = runtime().spawn(job);
             tokio::select! {
-                result = job => if let Err(e) = result {
-                    Self::record_drop(&drops, traces, spans, &format!("export to {target}: {e}"));
+                result = &mut job => match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(f)) => {
+                        let (t, s) = f.counts.unwrap_or((traces, spans));
+                        Self::record_drop(&drops, t, s, &format!("export to {target}: {}", f.message));
+                    }
+                    Err(e) => {
+                        Self::record_drop(&drops, traces, spans, &format!("export to {target} failed: {e}"));
+                    }
                 },
                 _ = cancel.wait_for(|c| *c) => {
+                    job.abort();
                     Self::record_drop(&drops, traces, spans, &format!("export to {target} was still being retried at shutdown"));
                 }
             }

@@ -12,10 +12,10 @@ use tonic::transport::Channel;
 use tracelake_otlp::TraceRequest;
 
 use super::ExportError;
-use super::net::{Delivery, Outcome, Retry, error_chain, http_sent, runtime};
+use super::net::{Delivery, Failure, OTLP_RETRY_STATUSES, Outcome, Retry, error_chain, http_sent, runtime};
 use super::router::{Routed, SinkExporter};
 use crate::pipeline::DropCounter;
-use crate::settings::{Auth, DeliverySettings, OtlpProtocol, OtlpSettings};
+use crate::settings::{DeliverySettings, OtlpProtocol, OtlpSettings};
 
 /// Spans per request at most: whole traces are kept together, so a request may hold more
 /// when one trace does.
@@ -66,27 +66,6 @@ impl OtlpExporter {
             delivery: Delivery::new(format!("OTLP endpoint {}", settings.endpoint), delivery),
         }
     }
-
-    /// Spans of a lake schema, posted to a tracelake server with the table header.
-    pub(crate) fn lake(
-        server: &str,
-        auth: Option<&Auth>,
-        catalog: &str,
-        schema: &str,
-        delivery: &DeliverySettings,
-    ) -> Self {
-        let table = format!("{catalog}.{schema}.mlflow_experiment_trace_otel_spans");
-        let mut headers = vec![("X-Tracelake-Table-Name".to_owned(), table)];
-        if let Some(auth) = auth {
-            headers.push(("Authorization".to_owned(), auth.header_value()));
-        }
-        let mut settings = OtlpSettings::new(format!("{server}/v1/traces"), OtlpProtocol::HttpProtobuf);
-        settings.headers = headers;
-        settings.timeout = delivery.request_timeout;
-        let mut exporter = Self::new(&settings, delivery);
-        exporter.delivery = Delivery::new(format!("lake schema {catalog}.{schema} at {server}"), delivery);
-        exporter
-    }
 }
 
 fn http_transport<'a>(
@@ -122,18 +101,18 @@ fn grpc_transport(settings: &OtlpSettings) -> Transport {
         };
         metadata.append(k, v);
     }
-    if settings.endpoint.starts_with("https://") {
-        return Transport::Broken(
-            format!(
-                "{}: gRPC over TLS is not built in; use http/protobuf for https endpoints",
-                settings.endpoint
-            )
-            .into(),
-        );
-    }
     let endpoint = match tonic::transport::Endpoint::from_shared(settings.endpoint.clone()) {
         Ok(e) => e.timeout(settings.timeout).connect_timeout(settings.timeout),
         Err(e) => return Transport::Broken(format!("{}: {e}", settings.endpoint).into()),
+    };
+    // https endpoints get TLS, verified against the system's root certificates.
+    let endpoint = if settings.endpoint.starts_with("https://") {
+        match endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots()) {
+            Ok(e) => e,
+            Err(e) => return Transport::Broken(format!("{}: TLS: {e}", settings.endpoint).into()),
+        }
+    } else {
+        endpoint
     };
     // The channel's connection task lives on the export runtime.
     let _rt = runtime().enter();
@@ -228,7 +207,7 @@ async fn send(
                     if gzip_body {
                         req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
                     }
-                    async move { http_sent(req.send().await).await }
+                    async move { http_sent(req.send().await, OTLP_RETRY_STATUSES).await }
                 })
                 .await
         }
@@ -258,7 +237,7 @@ impl SinkExporter for OtlpExporter {
             self.delivery.submit(count, spans, async move {
                 let request = request(&chunk, &resource);
                 drop(chunk);
-                send(transport, retry, request, gzip_body).await
+                send(transport, retry, request, gzip_body).await.map_err(Failure::from)
             });
         }
     }

@@ -48,9 +48,6 @@ impl Router {
                 }
                 Sink::Directory(dir) => Box::new(DirectoryExporter::new(dir.clone())),
                 Sink::Otlp(settings) => Box::new(OtlpExporter::new(settings, &route.delivery)),
-                Sink::Lake { server, auth, catalog, schema } => {
-                    Box::new(OtlpExporter::lake(server, auth.as_ref(), catalog, schema, &route.delivery))
-                }
                 Sink::Unusable(problem) => Box::new(Unusable(problem.clone())),
             };
             self.order.push(sink.clone());

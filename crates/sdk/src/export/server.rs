@@ -12,7 +12,9 @@ use tokio::sync::Mutex;
 use tracelake_model::TraceLocation;
 
 use super::ExportError;
-use super::net::{Delivery, Outcome, Retry, error_chain, http_outcome, http_sent};
+use super::net::{
+    Delivery, Failure, MLFLOW_RETRY_STATUSES, Outcome, Retry, error_chain, http_outcome, http_sent,
+};
 use super::otlp::{chunks, request};
 use super::router::{Routed, SinkExporter};
 use crate::destination::ExperimentRef;
@@ -22,14 +24,18 @@ use crate::settings::{Auth, DeliverySettings, default_resource};
 /// Trace infos sent at once by one delivery job.
 const INFO_CONCURRENCY: usize = 8;
 
+/// An experiment's id once known, behind the lock its lookup holds.
+type ExperimentSlot = Arc<Mutex<Option<String>>>;
+
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     base: Arc<str>,
     auth: Option<reqwest::header::HeaderValue>,
     retry: Retry,
-    /// Experiment ids by name, as the server answered.
-    experiments: Arc<Mutex<HashMap<String, String>>>,
+    /// Experiment ids by name, as the server answered; one lock per name, so a slow lookup
+    /// holds up only the traces of its own experiment.
+    experiments: Arc<parking_lot::Mutex<HashMap<String, ExperimentSlot>>>,
 }
 
 pub(crate) struct ServerExporter {
@@ -89,9 +95,10 @@ impl Client {
             ExperimentRef::Id(id) => return Ok(id.clone()),
             ExperimentRef::Name(name) => name,
         };
-        // One lookup at a time: concurrent jobs for a new name must not create it twice.
-        let mut known = self.experiments.lock().await;
-        if let Some(id) = known.get(name) {
+        // One lookup at a time per name: concurrent jobs must not create it twice.
+        let slot = self.experiments.lock().entry(name.clone()).or_default().clone();
+        let mut known = slot.lock().await;
+        if let Some(id) = &*known {
             return Ok(id.clone());
         }
         let id = match self.lookup(name).await? {
@@ -102,7 +109,7 @@ impl Client {
                 None => self.lookup(name).await?.ok_or_else(|| format!("experiment {name:?} vanished"))?,
             },
         };
-        known.insert(name.clone(), id.clone());
+        *known = Some(id.clone());
         Ok(id)
     }
 
@@ -152,7 +159,7 @@ impl Client {
         experiment: ExperimentRef,
         traces: Vec<Routed>,
         resource: Arc<Map<String, Value>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let experiment_id = self.experiment_id(&experiment).await?;
         let body = bytes::Bytes::from(tracelake_otlp::encode_protobuf(&request(&traces, &resource)));
         self.retry
@@ -162,7 +169,7 @@ impl Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
                     .header("x-mlflow-experiment-id", experiment_id.as_str())
                     .body(body.clone());
-                async move { http_sent(req.send().await).await }
+                async move { http_sent(req.send().await, MLFLOW_RETRY_STATUSES).await }
             })
             .await?;
         drop(body);
@@ -179,6 +186,7 @@ impl Client {
             let body = bytes::Bytes::from(body);
             let client = self.clone();
             let slot = slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+            let spans = trace.spans.len();
             jobs.spawn(async move {
                 let _slot = slot;
                 client
@@ -188,18 +196,25 @@ impl Client {
                             .post("/api/3.0/mlflow/traces")
                             .header(reqwest::header::CONTENT_TYPE, "application/json")
                             .body(body.clone());
-                        async move { http_sent(req.send().await).await }
+                        async move { http_sent(req.send().await, MLFLOW_RETRY_STATUSES).await }
                     })
                     .await
+                    .map_err(|e| (e, spans))
             });
         }
-        let mut first_error = None;
+        // Only the traces whose info could not be delivered are lost (their spans are stored).
+        let (mut failed, mut failed_spans, mut first_error) = (0, 0, None);
         while let Some(done) = jobs.join_next().await {
-            if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
+            if let Err((e, spans)) = done.map_err(|e| (e.to_string(), 0)).and_then(|r| r) {
+                failed += 1;
+                failed_spans += spans;
                 first_error.get_or_insert(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match first_error {
+            None => Ok(()),
+            Some(message) => Err(Failure { message, counts: Some((failed, failed_spans)) }),
+        }
     }
 }
 
@@ -219,7 +234,7 @@ async fn with_json<T>(
     result: Result<reqwest::Response, reqwest::Error>,
     pick: impl FnOnce(&Value) -> Option<T>,
 ) -> Outcome<Option<T>> {
-    match http_outcome(result).await {
+    match http_outcome(result, MLFLOW_RETRY_STATUSES).await {
         Outcome::Delivered(response) => match response.bytes().await {
             Ok(body) => match serde_json::from_slice::<Value>(&body) {
                 Ok(v) => match pick(&v) {
@@ -259,7 +274,7 @@ impl SinkExporter for ServerExporter {
                     }
                     Err(problem) => {
                         let problem = problem.clone();
-                        self.delivery.submit(count, spans, async move { Err(problem) });
+                        self.delivery.submit(count, spans, async move { Err(Failure::from(problem)) });
                     }
                 }
             }
