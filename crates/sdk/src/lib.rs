@@ -13,6 +13,12 @@
 //! - When a trace's last span ends, the trace goes to the **exporters** of the installed
 //!   [`TracerProvider`] through a bounded queue and a background worker: the application never
 //!   waits for export, and a full queue drops (and counts) rather than blocks.
+//! - A provider built without exporters sends each trace to its **destination** — a tracelake
+//!   or MLflow server, an OTLP endpoint, a local directory —, chosen when its root span starts:
+//!   context-local ([`Destination::scope`], [`Destination::enter`]), else global
+//!   ([`set_destination`]), else what the environment says (`MLFLOW_TRACKING_URI`,
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`, ... — see [`Destination`]). Call [`init`] at the start of
+//!   `main` to fail fast on a bad configuration.
 //!
 //! # Instrumenting
 //!
