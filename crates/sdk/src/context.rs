@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use crate::destination::Route;
 use crate::span::{LiveSpan, SpanNode};
 
 /// What is current on a thread or in a future.
@@ -80,30 +81,38 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Current) -> R) -> R {
     }
 }
 
-/// A captured tracing context: the span that is current at some point, to be made current
-/// again elsewhere (another thread, a spawned task). Cheap to clone.
+/// A captured tracing context: the span that is current at some point, and the context-local
+/// destination (see [`crate::Destination::scope`]), to be made current again elsewhere (another
+/// thread, a spawned task), so new traces started there go where the spawning code's would.
+/// Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Context(pub(crate) Current);
+pub struct Context {
+    current: Current,
+    destination: Option<Arc<Route>>,
+}
 
 impl Context {
     /// The context current on this thread (inside a traced future, that future's context).
     pub fn current() -> Context {
-        Context(with_current(Current::clone))
+        Context { current: with_current(Current::clone), destination: crate::destination::local_route() }
     }
 
     /// A context with no current span: spans started in it begin new traces.
     pub fn empty() -> Context {
-        Context(Current::None)
+        Context::default()
     }
 
     /// The context in which `span` is current.
     pub fn with_span(span: &LiveSpan) -> Context {
-        Context(span.node().map_or(Current::Suppressed, |n| Current::Span(n.clone())))
+        Context {
+            current: span.node().map_or(Current::Suppressed, |n| Current::Span(n.clone())),
+            destination: None,
+        }
     }
 
     /// The span current in this context, if any.
     pub fn span(&self) -> Option<LiveSpan> {
-        match &self.0 {
+        match &self.current {
             Current::Span(node) => Some(LiveSpan::from_node(node.clone())),
             _ => None,
         }
@@ -111,8 +120,14 @@ impl Context {
 
     /// Makes this context current on this thread until the guard is dropped.
     pub fn attach(self) -> ContextGuard {
-        let attached = self.0.clone();
-        ContextGuard { previous: Some(replace_current(self.0)), attached, _not_send: PhantomData }
+        let attached = self.current.clone();
+        let destination = self.destination.map(crate::destination::push_local);
+        ContextGuard {
+            previous: Some(replace_current(self.current)),
+            attached,
+            destination,
+            _not_send: PhantomData,
+        }
     }
 
     /// Wraps a closure so that it runs in this context, wherever it is called (typically as
@@ -130,7 +145,7 @@ impl Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match &self.current {
             Current::None => f.write_str("Context(none)"),
             Current::Suppressed => f.write_str("Context(suppressed)"),
             Current::Span(node) => write!(f, "Context(span {} of {})", node.span_id, node.trace.otel_id),
@@ -143,11 +158,16 @@ impl std::fmt::Debug for Context {
 pub struct ContextGuard {
     previous: Option<Current>,
     attached: Current,
+    /// The id of the context-local destination it installed, if any.
+    destination: Option<u64>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for ContextGuard {
     fn drop(&mut self) {
+        if let Some(id) = self.destination.take() {
+            crate::destination::pop_local(id);
+        }
         // Only undo our own change: when guards are dropped out of order, the context another
         // guard installed is left alone.
         if let Some(previous) = self.previous.take()
@@ -171,12 +191,15 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         context: Current,
+        // Only futures given a captured `Context` carry a destination; `#[trace]`'s own
+        // wrapper does not, and pays nothing for it.
+        destination: Option<Arc<Route>>,
     }
 }
 
 impl<F> WithContext<F> {
     pub(crate) fn new(inner: F, context: Current) -> Self {
-        Self { inner, context }
+        Self { inner, context, destination: None }
     }
 }
 
@@ -206,8 +229,19 @@ impl<F: Future> Future for WithContext<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
+        let _destination =
+            this.destination.clone().map(|route| PopLocal(crate::destination::push_local(route)));
         let _scope = PollScope::enter(this.context);
         this.inner.poll(cx)
+    }
+}
+
+/// Removes a destination installed for one poll, even when the poll panics.
+struct PopLocal(u64);
+
+impl Drop for PopLocal {
+    fn drop(&mut self) {
+        crate::destination::pop_local(self.0);
     }
 }
 
@@ -221,7 +255,7 @@ impl<F> std::fmt::Debug for WithContext<F> {
 pub trait FutureExt: Future + Sized {
     /// Runs this future inside `context`.
     fn with_context(self, context: Context) -> WithContext<Self> {
-        WithContext::new(self, context.0)
+        WithContext { inner: self, context: context.current, destination: context.destination }
     }
 
     /// Runs this future inside the context current now: use it on futures handed to

@@ -15,6 +15,10 @@
 //! With dual export on, an OTLP endpoint from the environment also receives the traces of
 //! destinations 1–3.
 //!
+//! A context-local destination follows the code where a captured [`crate::Context`] goes:
+//! futures handed to `tokio::spawn` with `.in_current_context()` and closures run on other
+//! threads with `Context::current().wrap(...)` start their traces in the same destination.
+//!
 //! ```no_run
 //! use tracelake::{Destination, FutureExt as _};
 //!
@@ -256,14 +260,14 @@ thread_local! {
     static LOCAL: RefCell<Vec<(u64, Arc<Route>)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn push_local(route: Arc<Route>) -> u64 {
+pub(crate) fn push_local(route: Arc<Route>) -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     LOCAL.with(|l| l.borrow_mut().push((id, route)));
     id
 }
 
-fn pop_local(id: u64) {
+pub(crate) fn pop_local(id: u64) {
     let _ = LOCAL.try_with(|l| {
         let mut stack = l.borrow_mut();
         if let Some(i) = stack.iter().rposition(|(entry, _)| *entry == id) {
@@ -285,9 +289,14 @@ pub fn reset() {
     LOCAL.with(|l| l.borrow_mut().clear());
 }
 
+/// The innermost context-local destination of this thread (or of the future being polled).
+pub(crate) fn local_route() -> Option<Arc<Route>> {
+    LOCAL.try_with(|l| l.borrow().last().map(|(_, r)| r.clone())).ok().flatten()
+}
+
 /// Where a trace whose root span starts now goes.
 pub(crate) fn current_route() -> Arc<Route> {
-    if let Some(route) = LOCAL.try_with(|l| l.borrow().last().map(|(_, r)| r.clone())).ok().flatten() {
+    if let Some(route) = local_route() {
         return route;
     }
     if let Some(route) = GLOBAL.read().as_ref() {
@@ -441,6 +450,23 @@ mod tests {
         let seen = futures_lite_block_on(fut);
         assert_eq!(seen.as_deref(), Some("b"));
         assert_ne!(id(current_route()).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_captured_context_carries_the_destination_to_tasks_and_threads() {
+        use crate::{Context, FutureExt as _};
+        let t = Destination::experiment_id("tenant").at("/tmp/tracelake-dest-t");
+        let id = |r: Arc<Route>| r.location.experiment_id().map(str::to_owned);
+        // Captured inside the tenant's scope, as a spawned task or thread would be.
+        let (task, ctx) =
+            futures_lite_block_on(t.scope(async {
+                (async move { id(current_route()) }.in_current_context(), Context::current())
+            }));
+        assert_ne!(id(current_route()).as_deref(), Some("tenant"));
+        assert_eq!(futures_lite_block_on(task).as_deref(), Some("tenant"));
+        let seen = std::thread::spawn(ctx.wrap(move || id(current_route()))).join().unwrap();
+        assert_eq!(seen.as_deref(), Some("tenant"));
+        assert!(LOCAL.with(|l| l.borrow().is_empty()));
     }
 
     /// Polls a future that never waits to completion.
