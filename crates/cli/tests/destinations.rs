@@ -131,6 +131,23 @@ fn the_same_program_reads_back_the_same_by_every_route() {
 }
 
 #[test]
+fn a_server_that_keeps_no_spans_gets_them_as_trace_artifacts() {
+    let tracelake = Server::start();
+    let file_store = Server::start_mlflow_file_store();
+    for server in [&tracelake, &file_store] {
+        let st = stats(&run_app(&[
+            ("MLFLOW_TRACKING_URI", &server.url()),
+            ("MLFLOW_EXPERIMENT_NAME", "artifacts"),
+        ]));
+        assert_eq!(st["dropped_traces"], 0, "{}: {st}", server.url());
+    }
+    let expected = read_back(&tracelake, &["artifacts"]).remove("artifacts").unwrap();
+    assert_eq!(expected.as_array().unwrap().len(), 3);
+    let got = read_back(&file_store, &["artifacts"]).remove("artifacts").unwrap();
+    assert_eq!(got, expected, "the file store's traces (spans from traces.json) differ");
+}
+
+#[test]
 fn a_thousand_tasks_and_sixteen_threads_keep_their_own_experiments() {
     let server = Server::start();
     let url = server.url();

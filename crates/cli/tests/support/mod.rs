@@ -37,17 +37,35 @@ pub fn free_port() -> u16 {
 impl Server {
     /// The stock `mlflow server` 3.17.2 from the virtualenv, for the differential test.
     pub fn start_mlflow() -> Server {
+        Server::start_mlflow_on(|dir| format!("sqlite:///{}", dir.join("mlflow.db").display()), true)
+    }
+
+    /// The stock `mlflow server` on its file store (`./mlruns`), which takes no spans over OTLP
+    /// (501): clients send them as `traces.json` artifacts, here through the server's artifact
+    /// proxy (`mlflow-artifacts:/`), the default when no artifact root is given.
+    pub fn start_mlflow_file_store() -> Server {
+        Server::start_mlflow_on(|dir| format!("file://{}", dir.join("mlruns").display()), false)
+    }
+
+    fn start_mlflow_on(backend_store_uri: impl Fn(&Path) -> String, local_artifacts: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mlflow = python().with_file_name("mlflow");
         let child = Command::new(mlflow)
             .arg("server")
             .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
-            .arg("--default-artifact-root")
-            .arg(dir.path().join("artifacts"))
+            .arg(backend_store_uri(dir.path()))
+            .args(if local_artifacts {
+                vec!["--default-artifact-root".to_owned(), dir.path().join("artifacts").display().to_string()]
+            } else {
+                vec![]
+            })
+            // a proxied artifact root (./mlartifacts) lands in the server's own directory
+            .current_dir(dir.path())
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
             .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            // the file store refuses to start without it since MLflow 3.7
+            .env("MLFLOW_ALLOW_FILE_STORE", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -33,6 +34,8 @@ struct Client {
     base: Arc<str>,
     auth: Option<reqwest::header::HeaderValue>,
     retry: Retry,
+    /// Set once the server has answered that it does not take spans over OTLP.
+    no_span_ingest: Arc<AtomicBool>,
     /// Experiment ids by name, as the server answered; one lock per name, so a slow lookup
     /// holds up only the traces of its own experiment.
     experiments: Arc<parking_lot::Mutex<HashMap<String, ExperimentSlot>>>,
@@ -61,7 +64,14 @@ impl ServerExporter {
                 .timeout(settings.request_timeout)
                 .build()
                 .map_err(|e| format!("cannot make an HTTP client: {}", error_chain(&e)))?;
-            Ok(Client { http, base: base.into(), auth, retry: delivery.retry(), experiments: Arc::default() })
+            Ok(Client {
+                http,
+                base: base.into(),
+                auth,
+                retry: delivery.retry(),
+                no_span_ingest: Arc::default(),
+                experiments: Arc::default(),
+            })
         });
         let resource = default_resource(std::env::var("OTEL_SERVICE_NAME").ok().as_deref(), &[])
             .into_iter()
@@ -161,18 +171,40 @@ impl Client {
         resource: Arc<Map<String, Value>>,
     ) -> Result<(), Failure> {
         let experiment_id = self.experiment_id(&experiment).await?;
-        let body = bytes::Bytes::from(tracelake_otlp::encode_protobuf(&request(&traces, &resource)));
-        self.retry
-            .run("span upload", || {
-                let req = self
-                    .post("/v1/traces")
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-                    .header("x-mlflow-experiment-id", experiment_id.as_str())
-                    .body(body.clone());
-                async move { http_sent(req.send().await, MLFLOW_RETRY_STATUSES).await }
-            })
-            .await?;
-        drop(body);
+        if !self.no_span_ingest.load(Ordering::Relaxed) {
+            let body = bytes::Bytes::from(tracelake_otlp::encode_protobuf(&request(&traces, &resource)));
+            let taken = self
+                .retry
+                .run("span upload", || {
+                    let req = self
+                        .post("/v1/traces")
+                        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                        .header("x-mlflow-experiment-id", experiment_id.as_str())
+                        .body(body.clone());
+                    async move {
+                        match req.send().await {
+                            // A server older than 3.4 (404) or whose store cannot keep spans
+                            // (501): the spans go as the trace's `traces.json` artifact instead,
+                            // as the MLflow client does.
+                            Ok(r) if matches!(r.status().as_u16(), 404 | 501) => Outcome::Delivered(false),
+                            other => match http_sent(other, MLFLOW_RETRY_STATUSES).await {
+                                Outcome::Delivered(()) => Outcome::Delivered(true),
+                                Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
+                                Outcome::Rejected(reason) => Outcome::Rejected(reason),
+                            },
+                        }
+                    }
+                })
+                .await?;
+            if !taken {
+                tracing::info!(
+                    target: "tracelake",
+                    "{} does not take spans over OTLP; sending them as trace artifacts",
+                    self.base
+                );
+                self.no_span_ingest.store(true, Ordering::Relaxed);
+            }
+        }
 
         let slots = Arc::new(tokio::sync::Semaphore::new(INFO_CONCURRENCY));
         let mut jobs = tokio::task::JoinSet::new();
@@ -189,17 +221,7 @@ impl Client {
             let spans = trace.spans.len();
             jobs.spawn(async move {
                 let _slot = slot;
-                client
-                    .retry
-                    .run("trace info upload (StartTraceV3)", || {
-                        let req = client
-                            .post("/api/3.0/mlflow/traces")
-                            .header(reqwest::header::CONTENT_TYPE, "application/json")
-                            .body(body.clone());
-                        async move { http_sent(req.send().await, MLFLOW_RETRY_STATUSES).await }
-                    })
-                    .await
-                    .map_err(|e| (e, spans))
+                client.start_trace(body, &trace).await.map_err(|e| (e, spans))
             });
         }
         // Only the traces whose info could not be delivered are lost (their spans are stored).
@@ -215,6 +237,60 @@ impl Client {
             None => Ok(()),
             Some(message) => Err(Failure { message, counts: Some((failed, failed_spans)) }),
         }
+    }
+}
+
+impl Client {
+    /// StartTraceV3, then — when the server says the spans are not in its store — the spans as
+    /// the trace's `traces.json` artifact.
+    async fn start_trace(&self, body: bytes::Bytes, trace: &tracelake_model::Trace) -> Result<(), String> {
+        let info = self
+            .retry
+            .run("trace info upload (StartTraceV3)", || {
+                let req = self
+                    .post("/api/3.0/mlflow/traces")
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+                async move { with_json(req.send().await, |v| Some(v["trace"]["trace_info"].clone())).await }
+            })
+            .await?
+            .unwrap_or_default();
+        let tags = &info["tags"];
+        if tags["mlflow.trace.spansLocation"] == "TRACKING_STORE" {
+            return Ok(());
+        }
+        if !self.no_span_ingest.load(Ordering::Relaxed) {
+            // Spans went over OTLP; an older server that does not say so still has them.
+            return Ok(());
+        }
+        let location = tags["mlflow.artifactLocation"].as_str().unwrap_or_default();
+        let data = serde_json::to_value(trace).map_err(|e| e.to_string())?;
+        let body = bytes::Bytes::from(serde_json::to_vec(&data["data"]).unwrap_or_default());
+        let local =
+            location.strip_prefix("file://").or_else(|| location.starts_with('/').then_some(location));
+        if let Some(dir) = local {
+            // An artifact root on this machine's file system: written there, as the MLflow
+            // client's local artifact repository does.
+            let dir = std::path::Path::new(dir);
+            return std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join("traces.json"), &body))
+                .map_err(|e| format!("writing {}/traces.json: {e}", dir.display()));
+        }
+        let Some(path) = location.strip_prefix("mlflow-artifacts:") else {
+            return Err(format!(
+                "the server keeps trace artifacts at {location:?}, which this exporter cannot write to"
+            ));
+        };
+        let url = format!("/api/2.0/mlflow-artifacts/artifacts/{}/traces.json", path.trim_matches('/'));
+        self.retry
+            .run("trace artifact upload (traces.json)", || {
+                let mut req = self.http.put(format!("{}{url}", self.base)).body(body.clone());
+                if let Some(auth) = &self.auth {
+                    req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
+                }
+                async move { http_sent(req.send().await, MLFLOW_RETRY_STATUSES).await }
+            })
+            .await
     }
 }
 
