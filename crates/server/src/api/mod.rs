@@ -55,6 +55,7 @@ fn mlflow_routes() -> Router<AppState> {
 /// Every route of the server, over `state`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    let ui = tracelake_ui::router(state.store.clone());
     Router::new()
         .nest("/api", mlflow_routes())
         .nest("/ajax-api", mlflow_routes())
@@ -63,4 +64,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(meta::health))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+        // the web UI at `/`
+        .merge(ui)
 }

@@ -1,0 +1,151 @@
+//! The web UI `tracelake server` serves at `/`: experiments, their traces (searched with the
+//! MLflow filter grammar, sorted, paged), and one trace read in full — span tree and waterfall,
+//! the selected span's inputs, outputs, attributes and events, the trace's tags and metadata.
+//!
+//! Pages are rendered on the server from the [`TraceStore`] (no front-end build, no script
+//! needed to read anything), so they work for every store behind it. Every trace and span has
+//! a stable link: `/traces/<trace id>` and `/traces/<trace id>?span=<span id>`.
+
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+use serde::Deserialize;
+use tracelake_store::{StoreError, TraceQuery, TraceStore, ViewType, parse_filter, parse_order_by};
+
+/// Traces shown per page of a list.
+pub const PAGE_SIZE: usize = 50;
+
+#[derive(Clone)]
+struct Ui {
+    store: Arc<dyn TraceStore>,
+}
+
+/// The UI's routes, over `store`.
+pub fn router(store: Arc<dyn TraceStore>) -> Router {
+    Router::new()
+        .route("/", get(experiments))
+        .route("/experiments/{id}", get(traces))
+        .route("/traces/{id}", get(trace))
+        .route("/traces/{id}/tags", post(set_tag))
+        .route("/traces/{id}/tags/delete", post(delete_tag))
+        .with_state(Ui { store })
+}
+
+/// A page that could not be shown: the status MLflow's API would answer, and why.
+struct PageError(StatusCode, String);
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::InvalidArgument(_) | StoreError::AlreadyExists(_) | StoreError::InvalidState(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        PageError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        (self.0, pages::error(self.0, &self.1)).into_response()
+    }
+}
+
+async fn experiments(State(ui): State<Ui>) -> Result<Markup, PageError> {
+    let page = ui.store.list_experiments(ViewType::ActiveOnly, 1000, None).await?;
+    Ok(pages::experiments(&page.items))
+}
+
+/// The query of a trace list: a filter in MLflow's grammar, one sort key, a page.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    order_by: String,
+    page_token: Option<String>,
+}
+
+async fn traces(
+    State(ui): State<Ui>,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let experiment = ui.store.get_experiment(&id).await?;
+    let filter = match parse_filter(&q.filter) {
+        Ok(f) => f,
+        Err(e) => {
+            let problem = pages::FilterProblem { column: e.column, message: e.to_string() };
+            let page = pages::traces(&experiment, &q.filter, &q.order_by, &[], None, Some(&problem));
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
+        }
+    };
+    let order: Vec<&str> = if q.order_by.trim().is_empty() { vec![] } else { vec![q.order_by.trim()] };
+    let order_by =
+        parse_order_by(&order).map_err(|e| PageError(StatusCode::BAD_REQUEST, format!("order_by: {e}")))?;
+    let query = TraceQuery {
+        experiment_ids: vec![id],
+        filter,
+        order_by,
+        max_results: PAGE_SIZE,
+        page_token: q.page_token.filter(|t| !t.is_empty()),
+    };
+    let page = ui.store.search_traces(&query).await?;
+    let next = page.next_page_token.as_deref();
+    Ok(pages::traces(&experiment, &q.filter, &q.order_by, &page.items, next, None).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TraceParams {
+    span: Option<String>,
+}
+
+async fn trace(
+    State(ui): State<Ui>,
+    Path(id): Path<String>,
+    Query(p): Query<TraceParams>,
+) -> Result<Markup, PageError> {
+    let mut found = ui.store.get_traces(std::slice::from_ref(&id)).await?;
+    let Some(trace) = found.pop() else {
+        return Err(PageError(StatusCode::NOT_FOUND, format!("Trace with ID {id} not found.")));
+    };
+    Ok(pages::trace(&trace, p.span.as_deref()))
+}
+
+#[derive(Debug, Deserialize)]
+struct TagForm {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+async fn set_tag(
+    State(ui): State<Ui>,
+    Path(id): Path<String>,
+    Form(tag): Form<TagForm>,
+) -> Result<Redirect, PageError> {
+    let key = tag.key.trim();
+    if key.is_empty() {
+        return Err(PageError(StatusCode::BAD_REQUEST, "a tag needs a key".into()));
+    }
+    ui.store.set_trace_tag(&id, key, &tag.value).await?;
+    Ok(Redirect::to(&pages::trace_href(&id, None)))
+}
+
+async fn delete_tag(
+    State(ui): State<Ui>,
+    Path(id): Path<String>,
+    Form(tag): Form<TagForm>,
+) -> Result<Redirect, PageError> {
+    ui.store.delete_trace_tag(&id, &tag.key).await?;
+    Ok(Redirect::to(&pages::trace_href(&id, None)))
+}

@@ -1,0 +1,508 @@
+//! The pages, as HTML (maud escapes every interpolated value).
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde_json::Value;
+use tracelake_model::{
+    Span, StatusCode as SpanStatusCode, Trace, TraceInfo, exception, format_timestamp_ms, keys,
+    metadata_keys, tag_keys,
+};
+use tracelake_store::Experiment;
+
+const STYLE: &str = r#"
+:root { font-family: system-ui, sans-serif; color: #1c1e21; }
+body { margin: 0; }
+header.top { background: #0f3d57; color: #fff; padding: .6rem 1rem; }
+header.top a { color: #fff; text-decoration: none; font-weight: 600; }
+main { padding: 1rem; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e3e6ea; vertical-align: top; }
+th a { color: inherit; }
+.status-OK { color: #1a7f37; } .status-ERROR { color: #cf222e; font-weight: 600; }
+.status-IN_PROGRESS { color: #9a6700; }
+.muted { color: #57606a; } .chip { background: #eef1f4; border-radius: 3px; padding: 0 .3rem; margin-right: .2rem; }
+.error { background: #fff1f0; border: 1px solid #cf222e; padding: .5rem; margin: .5rem 0; }
+.error pre { margin: .3rem 0 0; }
+form.search input[name=filter] { width: 60%; font-family: ui-monospace, monospace; }
+.layout { display: grid; grid-template-columns: minmax(22rem, 1fr) minmax(24rem, 1fr); gap: 1rem; }
+ul[role=tree], ul[role=group] { list-style: none; padding-left: 1rem; margin: 0; }
+ul[role=tree] { padding-left: 0; }
+li[role=treeitem] > a { display: grid; grid-template-columns: 1fr 10rem; gap: .5rem; padding: .1rem .2rem;
+  color: inherit; text-decoration: none; border-radius: 3px; }
+li[role=treeitem] > a[aria-current=true] { background: #ddf4ff; }
+li[role=treeitem] > a:focus { outline: 2px solid #0969da; }
+.bar { display: block; position: relative; height: .8rem; background: #f0f2f4; margin-top: .2rem; }
+.bar span { position: absolute; top: 0; bottom: 0; background: #54aeff; min-width: 2px; }
+.bar span.failed { background: #ff8182; }
+.type { font-size: .7rem; font-weight: 600; border-radius: 3px; padding: 0 .25rem; background: #eef1f4; }
+pre.json { background: #f6f8fa; padding: .5rem; overflow: auto; max-height: 24rem; font-size: .8rem; }
+ol.chat { list-style: none; padding: 0; } ol.chat li { margin: .3rem 0; padding: .4rem; border-radius: 4px; background: #f6f8fa; }
+ol.chat li.role-user { background: #ddf4ff; } ol.chat li.role-assistant { background: #dafbe1; }
+ol.chat .role { font-weight: 600; font-size: .75rem; text-transform: uppercase; }
+"#;
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · tracelake" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header.top { nav aria-label="Site" { a href="/" { "tracelake" } } }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> Markup {
+    layout(
+        "Error",
+        html! {
+            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
+            p.error role="alert" { (message) }
+            p { a href="/" { "Back to the experiments" } }
+        },
+    )
+}
+
+pub(crate) fn experiments(list: &[Experiment]) -> Markup {
+    layout(
+        "Experiments",
+        html! {
+            h1 { "Experiments" }
+            @if list.is_empty() {
+                p { "No experiments yet." }
+            } @else {
+                table {
+                    caption.muted { (list.len()) " experiments" }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "ID" } th scope="col" { "Created" } } }
+                    tbody {
+                        @for e in list {
+                            tr {
+                                td { a href={ "/experiments/" (e.experiment_id) } { (e.name) } }
+                                td.muted { (e.experiment_id) }
+                                td.muted { (format_timestamp_ms(e.creation_time_ms)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Where a filter went wrong: 1-based column and the parser's message.
+pub(crate) struct FilterProblem {
+    pub(crate) column: usize,
+    pub(crate) message: String,
+}
+
+/// A list URL with the given query (empty values left out).
+fn list_href(experiment: &str, filter: &str, order_by: &str, page_token: Option<&str>) -> String {
+    let mut q: Vec<(&str, &str)> = Vec::new();
+    if !filter.is_empty() {
+        q.push(("filter", filter));
+    }
+    if !order_by.is_empty() {
+        q.push(("order_by", order_by));
+    }
+    if let Some(t) = page_token {
+        q.push(("page_token", t));
+    }
+    let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    if query.is_empty() {
+        format!("/experiments/{}", encode(experiment))
+    } else {
+        format!("/experiments/{}?{}", encode(experiment), query.join("&"))
+    }
+}
+
+pub(crate) fn trace_href(trace_id: &str, span: Option<&str>) -> String {
+    match span {
+        Some(s) => format!("/traces/{}?span={}", encode(trace_id), encode(s)),
+        None => format!("/traces/{}", encode(trace_id)),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A sortable column header: a link that sorts by `key`, descending first, and toggles.
+fn sort_header(experiment: &str, filter: &str, current: &str, key: &str, label: &str) -> Markup {
+    let (cur_key, cur_dir) = current.split_once(' ').unwrap_or((current, "ASC"));
+    let active = cur_key.eq_ignore_ascii_case(key);
+    let next = if active && cur_dir.eq_ignore_ascii_case("DESC") {
+        format!("{key} ASC")
+    } else {
+        format!("{key} DESC")
+    };
+    let sort = match (active, cur_dir.to_ascii_uppercase().as_str()) {
+        (true, "DESC") => "descending",
+        (true, _) => "ascending",
+        _ => "none",
+    };
+    html! { th scope="col" aria-sort=(sort) { a href=(list_href(experiment, filter, &next, None)) { (label) } } }
+}
+
+fn state_cell(state: &str) -> Markup {
+    html! { span class={ "status-" (state) } { (state) } }
+}
+
+/// Total tokens from the trace's token-usage metadata.
+fn total_tokens(info: &TraceInfo) -> Option<i64> {
+    let usage: Value = serde_json::from_str(info.trace_metadata.get(metadata_keys::TOKEN_USAGE)?).ok()?;
+    usage.get("total_tokens").and_then(Value::as_i64)
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+pub(crate) fn traces(
+    experiment: &Experiment,
+    filter: &str,
+    order_by: &str,
+    items: &[TraceInfo],
+    next_page: Option<&str>,
+    problem: Option<&FilterProblem>,
+) -> Markup {
+    let id = experiment.experiment_id.as_str();
+    layout(
+        &experiment.name,
+        html! {
+            h1 { (experiment.name) }
+            form.search method="get" action={ "/experiments/" (encode(id)) } role="search" {
+                label for="filter" { "Filter " }
+                input #filter name="filter" type="text" value=(filter)
+                    placeholder="tags.env = 'prod' AND attributes.status = 'ERROR'"
+                    aria-invalid=[problem.map(|_| "true")] aria-describedby=[problem.map(|_| "filter-error")];
+                @if !order_by.is_empty() { input type="hidden" name="order_by" value=(order_by); }
+                " " button type="submit" { "Search" }
+            }
+            @if let Some(p) = problem {
+                div #filter-error .error role="alert" {
+                    strong { "Bad filter" } ": " (p.message)
+                    pre aria-label="where" { (filter) "\n" (" ".repeat(p.column.saturating_sub(1))) "^" }
+                }
+            }
+            @if problem.is_none() {
+                table {
+                    caption.muted { (items.len()) " traces on this page" }
+                    thead {
+                        tr {
+                            (sort_header(id, filter, order_by, "name", "Trace"))
+                            (sort_header(id, filter, order_by, "status", "Status"))
+                            (sort_header(id, filter, order_by, "timestamp_ms", "Started"))
+                            (sort_header(id, filter, order_by, "execution_time_ms", "Latency"))
+                            th scope="col" { "Tokens" }
+                            th scope="col" { "Session" }
+                            th scope="col" { "Tags" }
+                            th scope="col" { "Request" }
+                            th scope="col" { "Response" }
+                        }
+                    }
+                    tbody {
+                        @for t in items {
+                            tr {
+                                td { a href=(trace_href(&t.trace_id, None)) {
+                                    (t.tags.get(tag_keys::TRACE_NAME).map_or(t.trace_id.as_str(), String::as_str))
+                                } }
+                                td { (state_cell(t.state.as_str())) }
+                                td { (format_timestamp_ms(t.request_time_ms)) }
+                                td { @if let Some(d) = t.execution_duration_ms { (d) " ms" } }
+                                td { @if let Some(n) = total_tokens(t) { (n) } }
+                                td { @if let Some(s) = t.trace_metadata.get(metadata_keys::SESSION) { (s) } }
+                                td { @for (k, v) in t.tags.iter().filter(|(k, _)| !k.starts_with("mlflow.")) {
+                                    span.chip { (k) "=" (v) }
+                                } }
+                                td.muted { (shorten(t.request_preview.as_deref().unwrap_or(""), 80)) }
+                                td.muted { (shorten(t.response_preview.as_deref().unwrap_or(""), 80)) }
+                            }
+                        }
+                    }
+                }
+                nav aria-label="Pages" {
+                    a href=(list_href(id, filter, order_by, None)) { "First page" }
+                    @if let Some(token) = next_page {
+                        " · " a rel="next" href=(list_href(id, filter, order_by, Some(token))) { "Next page" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Spans in tree order with their depth: each span followed by its children, by start time.
+fn tree_order(spans: &[Span]) -> Vec<(usize, &Span)> {
+    let ids: std::collections::HashSet<_> = spans.iter().map(|s| s.span_id).collect();
+    let mut children: HashMap<Option<tracelake_model::SpanId>, Vec<&Span>> = HashMap::new();
+    for s in spans {
+        // a span whose parent is not in the trace is shown at the top level
+        let parent = s.parent_id.filter(|p| ids.contains(p));
+        children.entry(parent).or_default().push(s);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()));
+    }
+    let mut out = Vec::with_capacity(spans.len());
+    let mut stack: Vec<(usize, &Span)> =
+        children.get(&None).map(|roots| roots.iter().rev().map(|s| (0, *s)).collect()).unwrap_or_default();
+    while let Some((depth, span)) = stack.pop() {
+        out.push((depth, span));
+        if let Some(kids) = children.get(&Some(span.span_id)) {
+            stack.extend(kids.iter().rev().map(|k| (depth + 1, *k)));
+        }
+    }
+    out
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// Chat messages (`[{role, content}]`) found in a span's inputs or outputs, if that is what
+/// they hold: `{"messages": [...]}`, a bare list, `{"choices": [{"message": ...}]}` or one
+/// message.
+fn chat_messages(value: &Value) -> Option<Vec<(String, String)>> {
+    let as_message = |m: &Value| {
+        let role = m.get("role")?.as_str()?.to_owned();
+        let content = match m.get("content")? {
+            Value::String(s) => s.clone(),
+            other => pretty(other),
+        };
+        Some((role, content))
+    };
+    let list: Vec<&Value> = if let Some(Value::Array(ms)) = value.get("messages") {
+        ms.iter().collect()
+    } else if let Value::Array(ms) = value {
+        ms.iter().collect()
+    } else if let Some(Value::Array(choices)) = value.get("choices") {
+        choices.iter().filter_map(|c| c.get("message")).collect()
+    } else if value.get("role").is_some() {
+        vec![value]
+    } else {
+        return None;
+    };
+    let out: Option<Vec<_>> = list.into_iter().map(as_message).collect();
+    out.filter(|v| !v.is_empty())
+}
+
+fn value_block(label: &str, value: Option<Value>) -> Markup {
+    html! {
+        section aria-label=(label) {
+            h3 { (label) }
+            @match value {
+                None => p.muted { "none" },
+                Some(v) => {
+                    @if let Some(messages) = chat_messages(&v) {
+                        ol.chat aria-label={ (label) " as a conversation" } {
+                            @for (role, content) in &messages {
+                                li class={ "role-" (role) } { div.role { (role) } div { (content) } }
+                            }
+                        }
+                        details { summary { "JSON" } pre.json { (pretty(&v)) } }
+                    } @else {
+                        pre.json { (pretty(&v)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn span_details(span: &Span) -> Markup {
+    let hidden = [keys::INPUTS, keys::OUTPUTS];
+    html! {
+        h2 #span-details { (span.name) " " span.type { (span.span_type().as_str()) } }
+        dl {
+            dt { "Status" } dd { (state_cell(span.status.code.as_str())) @if !span.status.message.is_empty() { " — " (span.status.message) } }
+            dt { "Span ID" } dd { code { (span.span_id.to_string()) } }
+            @if let Some(d) = span.duration_ns() { dt { "Duration" } dd { (format!("{:.1}", d as f64 / 1e6)) " ms" } }
+        }
+        (value_block("Inputs", span.inputs()))
+        (value_block("Outputs", span.outputs()))
+        section aria-label="Attributes" {
+            h3 { "Attributes" }
+            table {
+                tbody {
+                    @for (k, v) in span.attributes.iter().filter(|(k, _)| !hidden.contains(k)) {
+                        tr { th scope="row" { (k) } td { code { (v) } } }
+                    }
+                }
+            }
+        }
+        @if !span.events.is_empty() {
+            section aria-label="Events" {
+                h3 { "Events" }
+                @for e in &span.events {
+                    article.event {
+                        h4 { (e.name) }
+                        @if e.name == exception::EVENT_NAME {
+                            p.error {
+                                strong { (e.attributes.get(exception::TYPE).and_then(Value::as_str).unwrap_or("Exception")) }
+                                ": " (e.attributes.get(exception::MESSAGE).and_then(Value::as_str).unwrap_or(""))
+                            }
+                            @if let Some(st) = e.attributes.get(exception::STACKTRACE).and_then(Value::as_str) {
+                                pre.json aria-label="Stack trace" { (st) }
+                            }
+                        } @else {
+                            pre.json { (pretty(&Value::Object(e.attributes.clone()))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
+    let info = &trace.info;
+    let name = info.tags.get(tag_keys::TRACE_NAME).map_or(info.trace_id.as_str(), String::as_str);
+    let ordered = tree_order(&trace.spans);
+    let start = trace.spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
+    let end = trace
+        .spans
+        .iter()
+        .map(|s| s.end_time_unix_nano.unwrap_or(s.start_time_unix_nano))
+        .max()
+        .unwrap_or(start);
+    let total = (end.saturating_sub(start)).max(1) as f64;
+    let chosen = selected
+        .and_then(|id| trace.spans.iter().find(|s| s.span_id.to_string() == id))
+        .or_else(|| ordered.first().map(|(_, s)| *s));
+    let experiment = info.trace_location.experiment_id();
+    layout(
+        name,
+        html! {
+            nav aria-label="Breadcrumb" {
+                a href="/" { "Experiments" }
+                @if let Some(e) = experiment { " / " a href={ "/experiments/" (encode(e)) } { "experiment " (e) } }
+            }
+            h1 { (name) }
+            dl {
+                dt { "Trace ID" } dd { code { (info.trace_id) } }
+                dt { "Status" } dd { (state_cell(info.state.as_str())) }
+                dt { "Started" } dd { (format_timestamp_ms(info.request_time_ms)) }
+                @if let Some(d) = info.execution_duration_ms { dt { "Latency" } dd { (d) " ms" } }
+                @if let Some(n) = total_tokens(info) { dt { "Tokens" } dd { (n) } }
+                @if let Some(s) = info.trace_metadata.get(metadata_keys::SESSION) { dt { "Session" } dd { (s) } }
+                @if let Some(u) = info.trace_metadata.get(metadata_keys::USER) { dt { "User" } dd { (u) } }
+            }
+            div.layout {
+                section aria-labelledby="spans-heading" {
+                    h2 #spans-heading { "Spans (" (trace.spans.len()) ")" }
+                    (span_tree(&info.trace_id, &ordered, chosen, start, total))
+                }
+                section aria-label="Selected span" {
+                    @if let Some(span) = chosen { (span_details(span)) } @else { p { "This trace has no spans." } }
+                }
+            }
+            section aria-labelledby="tags-heading" {
+                h2 #tags-heading { "Tags" }
+                table {
+                    tbody {
+                        @for (k, v) in &info.tags {
+                            tr {
+                                th scope="row" { (k) } td { (v) }
+                                td {
+                                    form method="post" action={ (trace_href(&info.trace_id, None)) "/tags/delete" } {
+                                        input type="hidden" name="key" value=(k);
+                                        button type="submit" aria-label={ "Delete tag " (k) } { "Delete" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form method="post" action={ (trace_href(&info.trace_id, None)) "/tags" } {
+                    label for="tag-key" { "Key " } input #tag-key name="key" type="text" required;
+                    " " label for="tag-value" { "Value " } input #tag-value name="value" type="text";
+                    " " button type="submit" { "Set tag" }
+                }
+            }
+            section aria-labelledby="metadata-heading" {
+                h2 #metadata-heading { "Metadata" }
+                table { tbody { @for (k, v) in &info.trace_metadata { tr { th scope="row" { (k) } td { (shorten(v, 400)) } } } } }
+            }
+        },
+    )
+}
+
+/// The span tree as nested lists (links, so it is keyboard-navigable), each row with its bar
+/// on the trace's timeline.
+fn span_tree(
+    trace_id: &str,
+    ordered: &[(usize, &Span)],
+    chosen: Option<&Span>,
+    start: u64,
+    total: f64,
+) -> Markup {
+    // Rebuild nesting from depths: open a group when going deeper, close when coming back.
+    let mut out = String::new();
+    out.push_str(r#"<ul role="tree" aria-labelledby="spans-heading">"#);
+    let mut depth = 0;
+    for (i, (d, span)) in ordered.iter().enumerate() {
+        while depth > *d {
+            out.push_str("</li></ul>");
+            depth -= 1;
+        }
+        if i > 0 && *d == depth {
+            out.push_str("</li>");
+        }
+        if *d > depth {
+            out.push_str(r#"<ul role="group">"#);
+            depth = *d;
+        }
+        let left = (span.start_time_unix_nano.saturating_sub(start)) as f64 / total * 100.0;
+        let width = span.duration_ns().unwrap_or(0) as f64 / total * 100.0;
+        let current = chosen.is_some_and(|c| c.span_id == span.span_id);
+        let failed = span.status.code == SpanStatusCode::Error;
+        let row = html! {
+            a href={ (trace_href(trace_id, Some(&span.span_id.to_string()))) "#span-details" }
+                aria-current=[current.then_some("true")] {
+                span {
+                    span.type { (span.span_type().as_str()) } " " (span.name)
+                    @if failed { " " span.status-ERROR { "ERROR" } }
+                }
+                span.muted {
+                    (format!("{:.1} ms", span.duration_ns().unwrap_or(0) as f64 / 1e6))
+                    span.bar aria-hidden="true" {
+                        span class=[failed.then_some("failed")]
+                            style=(format!("left:{left:.2}%;width:{width:.2}%")) {}
+                    }
+                }
+            }
+        };
+        out.push_str(r#"<li role="treeitem">"#);
+        out.push_str(&row.into_string());
+    }
+    if !ordered.is_empty() {
+        out.push_str("</li>");
+    }
+    while depth > 0 {
+        out.push_str("</ul></li>");
+        depth -= 1;
+    }
+    out.push_str("</ul>");
+    PreEscaped(out)
+}

@@ -1,0 +1,169 @@
+//! The UI's pages over an in-memory store: what a user sees and can do, checked in the HTML.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::json;
+use tower::ServiceExt as _;
+use tracelake_model::{SpanEvent, SpanStatus, TraceId, TraceState, keys, metadata_keys};
+use tracelake_store::conformance::{info, span};
+use tracelake_store::{InMemoryStore, TraceStore, WriteBatch};
+
+struct Fixture {
+    store: Arc<InMemoryStore>,
+    experiment: String,
+    trace_id: String,
+    failing_span: String,
+}
+
+/// One experiment with one trace: a chat root, a retriever child and a tool child that failed.
+async fn fixture() -> Fixture {
+    let store = Arc::new(InMemoryStore::new());
+    let experiment = store.create_experiment("support bot", None, &[]).await.unwrap();
+    let t = TraceId::new(0xABC).unwrap();
+    let mut root = span(t, 1, None, "answer", 1_000, 1_100);
+    root.attributes.insert(keys::SPAN_TYPE, "CHAT_MODEL");
+    root.attributes.insert(
+        keys::INPUTS,
+        &json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is <b>tracing</b>?"}]}),
+    );
+    root.attributes.insert(keys::OUTPUTS, &json!({"role": "assistant", "content": "following every step"}));
+    let mut retrieve = span(t, 2, Some(1), "retrieve", 1_010, 1_040);
+    retrieve.attributes.insert(keys::SPAN_TYPE, "RETRIEVER");
+    let mut tool = span(t, 3, Some(1), "lookup", 1_050, 1_090);
+    tool.attributes.insert(keys::SPAN_TYPE, "TOOL");
+    tool.status = SpanStatus::error("no such order");
+    tool.events.push(SpanEvent::exception(
+        1_089_000_000,
+        "KeyError",
+        "order 7",
+        Some("Traceback: line 3 in lookup"),
+    ));
+    let failing_span = tool.span_id.to_string();
+    let mut inf = info(t, &experiment, 1_000, 100, TraceState::Error);
+    inf.trace_metadata.insert(metadata_keys::SESSION.into(), "session-9".into());
+    inf.trace_metadata.insert(
+        metadata_keys::TOKEN_USAGE.into(),
+        r#"{"input_tokens": 7, "output_tokens": 5, "total_tokens": 12}"#.into(),
+    );
+    inf.tags.insert("env".into(), "prod".into());
+    let spans = [root, retrieve, tool].into_iter().map(|s| (experiment.clone(), s)).collect();
+    store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+    Fixture { store, experiment, trace_id: t.to_mlflow_v3(), failing_span }
+}
+
+async fn get(store: &Arc<InMemoryStore>, uri: &str) -> (StatusCode, String) {
+    let app = tracelake_ui::router(store.clone());
+    let response = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn post_form(store: &Arc<InMemoryStore>, uri: &str, form: &str) -> (StatusCode, Option<String>) {
+    let app = tracelake_ui::router(store.clone());
+    let request = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let location = response.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+    (response.status(), location)
+}
+
+#[tokio::test]
+async fn experiments_are_listed_with_links_to_their_traces() {
+    let f = fixture().await;
+    let (status, html) = get(&f.store, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<h1>Experiments</h1>"), "{html}");
+    assert!(html.contains(&format!(r#"<a href="/experiments/{}">support bot</a>"#, f.experiment)), "{html}");
+}
+
+#[tokio::test]
+async fn an_experiments_traces_show_status_latency_tokens_session_tags_and_previews() {
+    let f = fixture().await;
+    let (status, html) = get(&f.store, &format!("/experiments/{}", f.experiment)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!(r#"<a href="/traces/{}">answer</a>"#, f.trace_id)), "{html}");
+    for expected in ["status-ERROR", "100 ms", "<td>12</td>", "session-9", "env=prod"] {
+        assert!(html.contains(expected), "missing {expected:?} in {html}");
+    }
+    // sortable headers, as links with their sort state
+    assert!(html.contains(r#"aria-sort="none"><a href="/experiments/"#), "{html}");
+}
+
+#[tokio::test]
+async fn a_filter_narrows_the_list_and_a_bad_one_is_shown_at_its_position() {
+    let f = fixture().await;
+    let uri = |filter: &str| {
+        format!("/experiments/{}?filter={}", f.experiment, filter.replace(' ', "%20").replace('\'', "%27"))
+    };
+    let (status, html) = get(&f.store, &uri("tags.env = 'prod'")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("answer</a>"), "{html}");
+    let (_, html) = get(&f.store, &uri("tags.env = 'dev'")).await;
+    assert!(html.contains("0 traces on this page"), "{html}");
+
+    let (status, html) = get(&f.store, &uri("tags.env = prod")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.contains(r#"role="alert""#) && html.contains("column 12"), "{html}");
+    assert!(html.contains("tags.env = prod\n           ^"), "the caret points at the problem: {html}");
+    assert!(html.contains(r#"aria-invalid="true""#), "{html}");
+}
+
+#[tokio::test]
+async fn a_trace_page_shows_the_span_tree_the_waterfall_and_the_root_span() {
+    let f = fixture().await;
+    let (status, html) = get(&f.store, &format!("/traces/{}", f.trace_id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches(r#"role="treeitem""#).count(), 3, "{html}");
+    assert!(html.contains(r#"<ul role="group">"#), "children are nested: {html}");
+    assert!(html.contains(r#"aria-current="true""#), "{html}");
+    // the waterfall: the retriever starts 10 ms into a 100 ms trace and lasts 30 ms
+    assert!(html.contains("left:10.00%;width:30.00%"), "{html}");
+    // the root's chat inputs as a conversation, escaped
+    assert!(html.contains(r#"<li class="role-user"><div class="role">user</div><div>what is &lt;b&gt;tracing&lt;/b&gt;?</div></li>"#), "{html}");
+    assert!(html.contains("following every step"), "{html}");
+    for expected in ["session-9", "Tokens", "env", "Set tag"] {
+        assert!(html.contains(expected), "missing {expected:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_span_has_a_stable_link_showing_its_error_and_stack_trace() {
+    let f = fixture().await;
+    let (status, html) = get(&f.store, &format!("/traces/{}?span={}", f.trace_id, f.failing_span)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<h2 id="span-details">lookup <span class="type">TOOL</span></h2>"#), "{html}");
+    assert!(html.contains("no such order"), "{html}");
+    assert!(html.contains("<strong>KeyError</strong>: order 7"), "{html}");
+    assert!(html.contains("Traceback: line 3 in lookup"), "{html}");
+}
+
+#[tokio::test]
+async fn tags_are_added_edited_and_deleted_from_the_trace_page() {
+    let f = fixture().await;
+    let tags = format!("/traces/{}/tags", f.trace_id);
+    let (status, location) = post_form(&f.store, &tags, "key=reviewed&value=yes").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some(format!("/traces/{}", f.trace_id).as_str()));
+    post_form(&f.store, &tags, "key=reviewed&value=twice").await;
+    assert_eq!(f.store.get_trace_info(&f.trace_id).await.unwrap().tags["reviewed"], "twice");
+    let (status, _) = post_form(&f.store, &format!("{tags}/delete"), "key=reviewed").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!f.store.get_trace_info(&f.trace_id).await.unwrap().tags.contains_key("reviewed"));
+    let (status, _) = post_form(&f.store, &tags, "key=&value=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn unknown_traces_and_experiments_are_404_pages() {
+    let f = fixture().await;
+    let (status, html) = get(&f.store, "/traces/tr-00000000000000000000000000000fff").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("not found"), "{html}");
+    let (status, _) = get(&f.store, "/experiments/424242").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
