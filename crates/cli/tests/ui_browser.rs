@@ -1,0 +1,313 @@
+//! The web UI in headless Chromium (Debian's `chromium` and `chromium-driver`, which
+//! `scripts/test` installs), driven over WebDriver, against a real `tracelake server` seeded by
+//! the Rust SDK (the instrumented example) and by the stock MLflow Python client. Screenshots
+//! of every step are kept in `<target>/ui-screenshots/`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use support::{Server, free_port, python, repo};
+
+/// A chromedriver process and one browser session.
+struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    shots: PathBuf,
+}
+
+fn tool(var: &str, default: &str) -> String {
+    let path = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium and chromium-driver (scripts/test does), or set {var}"
+    );
+    path
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = tool("TRACELAKE_CHROMIUM", "/usr/bin/chromium");
+        let chromedriver = tool("TRACELAKE_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let port = free_port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = std::env::temp_dir().join(format!("tracelake-chromium-{}-{port}", std::process::id()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ]},
+        }}});
+        let exe = std::env::current_exe().unwrap();
+        let shots = exe.parent().unwrap().parent().unwrap().join("ui-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let mut browser = Browser { driver, http, base, session: String::new(), shots };
+        let created = browser.call("POST", "/session", caps).await;
+        browser.session = created["sessionId"].as_str().expect("a session id").to_owned();
+        browser
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.post(url).header("Content-Type", "application/json").body(body.to_string()),
+        };
+        let response = req.send().await.expect("chromedriver answers");
+        let status = response.status();
+        let value: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(status.is_success(), "WebDriver {method} {path}: {status} {value}");
+        value["value"].clone()
+    }
+
+    /// The text of the first element matching `css` once `ready` holds for it, waiting (up to
+    /// 10 s) for a page that is still loading after a click or a form submission.
+    async fn wait_text(&self, css: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let url = format!("{}/session/{}/elements", self.base, self.session);
+            let body = json!({"using": "css selector", "value": css}).to_string();
+            let found: Option<Value> = async {
+                let r = self
+                    .http
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .ok()?;
+                let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+                let id = v["value"].as_array()?.first()?.as_object()?.values().next()?.as_str()?.to_owned();
+                let t = self
+                    .http
+                    .get(format!("{}/session/{}/element/{id}/text", self.base, self.session))
+                    .send()
+                    .await
+                    .ok()?;
+                serde_json::from_slice(&t.bytes().await.ok()?).ok()
+            }
+            .await;
+            if let Some(text) = found.as_ref().and_then(|v| v["value"].as_str()) {
+                if ready(text) {
+                    return text.to_owned();
+                }
+                last = text.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never became ready; last text: {last:?}")
+    }
+
+    async fn session(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body).await
+    }
+
+    async fn open(&self, url: &str) {
+        self.session("POST", "/url", json!({"url": url})).await;
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self.session("POST", "/elements", json!({"using": "css selector", "value": css})).await;
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let all = self.find_all(css).await;
+        assert!(!all.is_empty(), "nothing matches {css:?} on {}", self.url().await);
+        all[0].clone()
+    }
+
+    async fn text(&self, element: &str) -> String {
+        self.session("GET", &format!("/element/{element}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn click(&self, element: &str) {
+        self.session("POST", &format!("/element/{element}/click"), json!({})).await;
+    }
+
+    async fn type_into(&self, element: &str, text: &str) {
+        self.session("POST", &format!("/element/{element}/clear"), json!({})).await;
+        self.session("POST", &format!("/element/{element}/value"), json!({"text": text})).await;
+    }
+
+    async fn url(&self) -> String {
+        self.session("GET", "/url", Value::Null).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn page_text(&self) -> String {
+        let body = self.find("body").await;
+        self.text(&body).await
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.session("GET", "/screenshot", Value::Null).await;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), bytes).unwrap();
+    }
+
+    /// The link among `css` whose text contains `text`.
+    async fn link_with_text(&self, css: &str, text: &str) -> String {
+        for e in self.find_all(css).await {
+            if self.text(&e).await.contains(text) {
+                return e;
+            }
+        }
+        panic!("no {css} with text {text:?} on {}", self.url().await)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Traces from both clients: the instrumented Rust example and an `@mlflow.trace` function.
+fn seed(server: &Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/instrumented_app");
+    assert!(app.exists(), "{} is missing: build with --all-targets", app.display());
+    let out = Command::new(app)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MLFLOW_TRACKING_URI", server.url())
+        .env("MLFLOW_EXPERIMENT_NAME", "browser")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = r#"
+import sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+mlflow.set_experiment("browser")
+
+@mlflow.trace(span_type="AGENT")
+def python_agent(question):
+    mlflow.update_current_trace(tags={"client": "python"}, metadata={"mlflow.trace.session": "chat-42"})
+    return {"role": "assistant", "content": "hello from python"}
+
+python_agent("hi")
+mlflow.flush_trace_async_logging()
+print("ok: seeded")
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &server.url()])
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok: seeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = repo();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
+    let server = Server::start();
+    seed(&server);
+    let b = Browser::start().await;
+
+    // Experiments, then the traces of one.
+    b.open(&format!("{}/", server.url())).await;
+    b.screenshot("1-experiments").await;
+    let link = b.link_with_text("main a", "browser").await;
+    b.click(&link).await;
+    assert_eq!(b.find_all("tbody tr").await.len(), 4, "three Rust traces and one Python trace");
+    assert!(b.page_text().await.contains("chat-42"), "the Python trace's session is listed");
+    b.screenshot("2-traces").await;
+
+    // Search with a filter, then with a bad one.
+    let filter = b.find("input#filter").await;
+    b.type_into(&filter, "tags.client = 'python'").await;
+    b.click(&b.find("form.search button").await).await;
+    b.wait_text("caption", |t| t.starts_with("1 traces")).await;
+    assert_eq!(b.find_all("tbody tr").await.len(), 1);
+    b.screenshot("3-filtered").await;
+    let filter = b.find("input#filter").await;
+    b.type_into(&filter, "tags.client = python").await;
+    b.click(&b.find("form.search button").await).await;
+    let alert = b.wait_text("[role=alert]", |_| true).await;
+    assert!(alert.contains("column 15"), "the error names its position: {alert}");
+    b.screenshot("4-bad-filter").await;
+
+    // Open a Rust trace: its tree, then a span in it.
+    b.open(&format!("{}/experiments/1?filter={}", server.url(), "name%20%3D%20%27answer%27")).await;
+    let first = b.find("tbody tr td a").await;
+    b.click(&first).await;
+    assert_eq!(b.find_all("[role=treeitem]").await.len(), 5);
+    assert_eq!(b.find_all("[role=group] [role=treeitem]").await.len(), 4, "four children under the root");
+    let chat = b.link_with_text("[role=treeitem] a", "chat").await;
+    b.click(&chat).await;
+    assert!(b.url().await.contains("?span="), "each span has a link of its own");
+    let details = b.text(&b.find("#span-details").await).await;
+    assert!(details.contains("chat") && details.contains("CHAT_MODEL"), "{details}");
+    let conversation = b.text(&b.find("section[aria-label=Outputs]").await).await;
+    // roles are shown upper-case (CSS), as WebDriver reports the rendered text
+    assert!(
+        conversation.contains("ASSISTANT") && conversation.contains("an answer to question"),
+        "{conversation}"
+    );
+    b.screenshot("5-span").await;
+
+    // A failed tool span shows its exception.
+    let failed = b.link_with_text("[role=treeitem] a", "ERROR").await;
+    b.click(&failed).await;
+    assert!(b.text(&b.find("section[aria-label=Events]").await).await.contains("the tool refused"));
+    b.screenshot("6-exception").await;
+
+    // Add a tag, edit it, delete it.
+    for value in ["yes", "twice"] {
+        b.type_into(&b.find("#tag-key").await, "reviewed").await;
+        b.type_into(&b.find("#tag-value").await, value).await;
+        b.click(&b.link_with_text("form button", "Set tag").await).await;
+        let expected = format!("reviewed {value}");
+        b.wait_text("section[aria-labelledby=tags-heading]", |t| t.contains(&expected)).await;
+    }
+    b.screenshot("7-tagged").await;
+    let delete = b.find("button[aria-label='Delete tag reviewed']").await;
+    b.click(&delete).await;
+    b.wait_text("section[aria-labelledby=tags-heading]", |t| !t.contains("reviewed")).await;
+
+    b.session("DELETE", "", Value::Null).await;
+}
