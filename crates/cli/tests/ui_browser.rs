@@ -257,6 +257,15 @@ async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     assert!(b.page_text().await.contains("chat-42"), "the Python trace's session is listed");
     b.screenshot("2-traces").await;
 
+    // Follow the Python trace's session.
+    let session = b.link_with_text("tbody td a", "chat-42").await;
+    b.click(&session).await;
+    b.wait_text("h1", |t| t == "Session chat-42").await;
+    assert_eq!(b.find_all("ol.session > li").await.len(), 1);
+    assert!(b.page_text().await.contains("hello from python"));
+    b.screenshot("2b-session").await;
+    b.open(&format!("{}/experiments/1", server.url())).await;
+
     // Search with a filter, then with a bad one.
     let filter = b.find("input#filter").await;
     b.type_into(&filter, "tags.client = 'python'").await;

@@ -32,6 +32,7 @@ pub fn router(store: Arc<dyn TraceStore>) -> Router {
     Router::new()
         .route("/", get(experiments))
         .route("/experiments/{id}", get(traces))
+        .route("/experiments/{id}/sessions/{session}", get(session))
         .route("/traces/{id}", get(trace))
         .route("/traces/{id}/tags", post(set_tag))
         .route("/traces/{id}/tags/delete", post(delete_tag))
@@ -103,6 +104,41 @@ async fn traces(
     let next = page.next_page_token.as_deref();
     Ok(pages::traces(&experiment, &q.filter, &q.order_by, &page.items, next, None).into_response())
 }
+
+/// The traces of one session (metadata `mlflow.trace.session`), oldest first.
+async fn session(
+    State(ui): State<Ui>,
+    Path((id, session)): Path<(String, String)>,
+) -> Result<Markup, PageError> {
+    let experiment = ui.store.get_experiment(&id).await?;
+    let quoted = session.replace('\\', "\\\\").replace('\'', "\\'");
+    let filter = parse_filter(&format!("metadata.`mlflow.trace.session` = '{quoted}'"))
+        .map_err(|e| PageError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let order_by = parse_order_by(&["timestamp_ms ASC"])
+        .map_err(|e| PageError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let mut traces = Vec::new();
+    let mut page_token = None;
+    // A session is a conversation: all of it, in order (bounded, for very long ones).
+    loop {
+        let query = TraceQuery {
+            experiment_ids: vec![id.clone()],
+            filter: filter.clone(),
+            order_by: order_by.clone(),
+            max_results: 500,
+            page_token,
+        };
+        let page = ui.store.search_traces(&query).await?;
+        traces.extend(page.items);
+        page_token = page.next_page_token;
+        if page_token.is_none() || traces.len() >= MAX_SESSION_TRACES {
+            break;
+        }
+    }
+    Ok(pages::session(&experiment, &session, &traces, page_token.is_some()))
+}
+
+/// Traces shown on a session's page at most.
+pub const MAX_SESSION_TRACES: usize = 2_000;
 
 #[derive(Debug, Deserialize)]
 struct TraceParams {

@@ -124,6 +124,10 @@ fn list_href(experiment: &str, filter: &str, order_by: &str, page_token: Option<
     }
 }
 
+pub(crate) fn session_href(experiment: &str, session: &str) -> String {
+    format!("/experiments/{}/sessions/{}", encode(experiment), encode(session))
+}
+
 pub(crate) fn trace_href(trace_id: &str, span: Option<&str>) -> String {
     match span {
         Some(s) => format!("/traces/{}?span={}", encode(trace_id), encode(s)),
@@ -231,7 +235,9 @@ pub(crate) fn traces(
                                 td { (format_timestamp_ms(t.request_time_ms)) }
                                 td { @if let Some(d) = t.execution_duration_ms { (d) " ms" } }
                                 td { @if let Some(n) = total_tokens(t) { (n) } }
-                                td { @if let Some(s) = t.trace_metadata.get(metadata_keys::SESSION) { (s) } }
+                                td { @if let Some(s) = t.trace_metadata.get(metadata_keys::SESSION) {
+                                    a href=(session_href(id, s)) { (s) }
+                                } }
                                 td { @for (k, v) in t.tags.iter().filter(|(k, _)| !k.starts_with("mlflow.")) {
                                     span.chip { (k) "=" (v) }
                                 } }
@@ -245,6 +251,45 @@ pub(crate) fn traces(
                     a href=(list_href(id, filter, order_by, None)) { "First page" }
                     @if let Some(token) = next_page {
                         " · " a rel="next" href=(list_href(id, filter, order_by, Some(token))) { "Next page" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(crate) fn session(
+    experiment: &Experiment,
+    session: &str,
+    traces: &[TraceInfo],
+    truncated: bool,
+) -> Markup {
+    let id = experiment.experiment_id.as_str();
+    layout(
+        &format!("Session {session}"),
+        html! {
+            nav aria-label="Breadcrumb" {
+                a href="/" { "Experiments" } " / " a href=(list_href(id, "", "", None)) { (experiment.name) }
+            }
+            h1 { "Session " (session) }
+            p.muted { (traces.len()) " traces, oldest first" @if truncated { " (the first " (traces.len()) " only)" } }
+            ol.session {
+                @for t in traces {
+                    li {
+                        article aria-label={ "Trace " (t.trace_id) } {
+                            h2 {
+                                a href=(trace_href(&t.trace_id, None)) {
+                                    (t.tags.get(tag_keys::TRACE_NAME).map_or(t.trace_id.as_str(), String::as_str))
+                                }
+                                " " (state_cell(t.state.as_str()))
+                            }
+                            p.muted { (format_timestamp_ms(t.request_time_ms))
+                                @if let Some(d) = t.execution_duration_ms { " · " (d) " ms" } }
+                            ol.chat {
+                                @if let Some(r) = &t.request_preview { li.role-user { div.role { "request" } div { (r) } } }
+                                @if let Some(r) = &t.response_preview { li.role-assistant { div.role { "response" } div { (r) } } }
+                            }
+                        }
                     }
                 }
             }
@@ -405,7 +450,10 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
                 dt { "Started" } dd { (format_timestamp_ms(info.request_time_ms)) }
                 @if let Some(d) = info.execution_duration_ms { dt { "Latency" } dd { (d) " ms" } }
                 @if let Some(n) = total_tokens(info) { dt { "Tokens" } dd { (n) } }
-                @if let Some(s) = info.trace_metadata.get(metadata_keys::SESSION) { dt { "Session" } dd { (s) } }
+                @if let Some(s) = info.trace_metadata.get(metadata_keys::SESSION) {
+                    dt { "Session" }
+                    dd { @if let Some(e) = experiment { a href=(session_href(e, s)) { (s) } } @else { (s) } }
+                }
                 @if let Some(u) = info.trace_metadata.get(metadata_keys::USER) { dt { "User" } dd { (u) } }
             }
             div.layout {

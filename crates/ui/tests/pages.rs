@@ -159,6 +159,35 @@ async fn tags_are_added_edited_and_deleted_from_the_trace_page() {
 }
 
 #[tokio::test]
+async fn a_session_shows_its_traces_in_order() {
+    let f = fixture().await;
+    // a second, later trace in the same session, and one in another session
+    for (n, session, start) in [(0xABD_u128, "session-9", 5_000), (0xABE, "other's \\ session", 3_000)] {
+        let t = TraceId::new(n).unwrap();
+        let mut inf = info(t, &f.experiment, start, 10, TraceState::Ok);
+        inf.trace_metadata.insert(metadata_keys::SESSION.into(), session.into());
+        inf.request_preview = Some(format!("question at {start}"));
+        let spans =
+            vec![(f.experiment.clone(), span(t, 1, None, "follow-up", start as u64, start as u64 + 10))];
+        f.store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+    }
+    let (_, list) = get(&f.store, &format!("/experiments/{}", f.experiment)).await;
+    let href = format!("/experiments/{}/sessions/session-9", f.experiment);
+    assert!(list.contains(&format!(r#"<a href="{href}">session-9</a>"#)), "{list}");
+    let (status, html) = get(&f.store, &href).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("2 traces, oldest first"), "{html}");
+    let first = html.find(&f.trace_id).expect("the first trace");
+    let second = html.find("question at 5000").expect("the later trace");
+    assert!(first < second, "oldest first");
+    // a session id with a quote and a backslash is matched literally
+    let (status, html) =
+        get(&f.store, &format!("/experiments/{}/sessions/other%27s%20%5C%20session", f.experiment)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("1 traces") && html.contains("question at 3000"), "{html}");
+}
+
+#[tokio::test]
 async fn unknown_traces_and_experiments_are_404_pages() {
     let f = fixture().await;
     let (status, html) = get(&f.store, "/traces/tr-00000000000000000000000000000fff").await;
