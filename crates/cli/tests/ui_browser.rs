@@ -266,6 +266,13 @@ async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     b.screenshot("2b-session").await;
     b.open(&format!("{}/experiments/1", server.url())).await;
 
+    // Charts of the experiment.
+    b.click(&b.link_with_text("main a", "Charts").await).await;
+    b.wait_text("h1", |t| t.ends_with("over time")).await;
+    assert_eq!(b.find_all("svg[role=img]").await.len(), 5);
+    b.screenshot("2c-charts").await;
+    b.open(&format!("{}/experiments/1", server.url())).await;
+
     // Search with a filter, then with a bad one.
     let filter = b.find("input#filter").await;
     b.type_into(&filter, "tags.client = 'python'").await;

@@ -33,6 +33,7 @@ pub fn router(store: Arc<dyn TraceStore>) -> Router {
         .route("/", get(experiments))
         .route("/experiments/{id}", get(traces))
         .route("/experiments/{id}/sessions/{session}", get(session))
+        .route("/experiments/{id}/charts", get(charts))
         .route("/traces/{id}", get(trace))
         .route("/traces/{id}/tags", post(set_tag))
         .route("/traces/{id}/tags/delete", post(delete_tag))
@@ -136,6 +137,32 @@ async fn session(
     }
     Ok(pages::session(&experiment, &session, &traces, page_token.is_some()))
 }
+
+/// Latency, tokens and errors over time, from the experiment's latest traces.
+async fn charts(State(ui): State<Ui>, Path(id): Path<String>) -> Result<Markup, PageError> {
+    let experiment = ui.store.get_experiment(&id).await?;
+    let mut traces = Vec::new();
+    let mut page_token = None;
+    loop {
+        let query = TraceQuery {
+            experiment_ids: vec![id.clone()],
+            filter: Default::default(),
+            order_by: vec![],
+            max_results: 500,
+            page_token,
+        };
+        let page = ui.store.search_traces(&query).await?;
+        traces.extend(page.items);
+        page_token = page.next_page_token;
+        if page_token.is_none() || traces.len() >= CHART_TRACES {
+            break;
+        }
+    }
+    Ok(pages::charts(&experiment, &traces))
+}
+
+/// Traces the charts are drawn from at most: the latest ones.
+pub const CHART_TRACES: usize = 5_000;
 
 /// Traces shown on a session's page at most.
 pub const MAX_SESSION_TRACES: usize = 2_000;

@@ -195,6 +195,7 @@ pub(crate) fn traces(
         &experiment.name,
         html! {
             h1 { (experiment.name) }
+            p { a href={ "/experiments/" (encode(id)) "/charts" } { "Charts: latency, tokens and errors over time" } }
             form.search method="get" action={ "/experiments/" (encode(id)) } role="search" {
                 label for="filter" { "Filter " }
                 input #filter name="filter" type="text" value=(filter)
@@ -292,6 +293,104 @@ pub(crate) fn session(
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// One time bucket of the charts.
+#[derive(Default, Clone)]
+struct Bucket {
+    start_ms: i64,
+    latencies: Vec<i64>,
+    tokens: i64,
+    errors: usize,
+    traces: usize,
+}
+
+const BUCKETS: usize = 24;
+
+fn buckets(traces: &[TraceInfo]) -> Vec<Bucket> {
+    let (Some(first), Some(last)) =
+        (traces.iter().map(|t| t.request_time_ms).min(), traces.iter().map(|t| t.request_time_ms).max())
+    else {
+        return vec![];
+    };
+    let width = ((last - first) / BUCKETS as i64 + 1).max(1);
+    let mut out: Vec<Bucket> =
+        (0..BUCKETS).map(|i| Bucket { start_ms: first + i as i64 * width, ..Bucket::default() }).collect();
+    for t in traces {
+        let b = &mut out[(((t.request_time_ms - first) / width) as usize).min(BUCKETS - 1)];
+        b.traces += 1;
+        b.latencies.extend(t.execution_duration_ms);
+        b.tokens += total_tokens(t).unwrap_or(0);
+        b.errors += usize::from(t.state.as_str() == "ERROR");
+    }
+    for b in &mut out {
+        b.latencies.sort_unstable();
+    }
+    out
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
+}
+
+/// A bar chart as SVG, with a text alternative (the same numbers as a table).
+fn bar_chart(title: &str, unit: &str, buckets: &[Bucket], value: impl Fn(&Bucket) -> Option<i64>) -> Markup {
+    let values: Vec<Option<i64>> = buckets.iter().map(&value).collect();
+    let peak = values.iter().flatten().copied().max().unwrap_or(0);
+    let max = peak.max(1) as f64;
+    let (w, h, bar) = (720.0, 160.0, 720.0 / buckets.len().max(1) as f64);
+    let slug: String =
+        title.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    html! {
+        figure aria-labelledby={ (slug) "-caption" } {
+            figcaption #{ (slug) "-caption" } { strong { (title) } span.muted { " (max " (peak) " " (unit) ")" } }
+            svg role="img" aria-label=(title) width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } {
+                rect x="0" y="0" width=(w) height=(h) fill="#f6f8fa" {}
+                @for (i, v) in values.iter().enumerate() {
+                    @if let Some(v) = v {
+                        @let height = (*v as f64 / max) * (h - 4.0);
+                        rect x=(format!("{:.1}", i as f64 * bar + 1.0)) y=(format!("{:.1}", h - height))
+                            width=(format!("{:.1}", bar - 2.0)) height=(format!("{:.1}", height)) fill="#54aeff" {
+                            title { (format_timestamp_ms(buckets[i].start_ms)) ": " (v) " " (unit) }
+                        }
+                    }
+                }
+            }
+            details {
+                summary { "As a table" }
+                table {
+                    thead { tr { th scope="col" { "From" } th scope="col" { (title) } } }
+                    tbody { @for (b, v) in buckets.iter().zip(&values) {
+                        tr { td { (format_timestamp_ms(b.start_ms)) } td { @if let Some(v) = v { (v) } } }
+                    } }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn charts(experiment: &Experiment, traces: &[TraceInfo]) -> Markup {
+    let id = experiment.experiment_id.as_str();
+    let buckets = buckets(traces);
+    layout(
+        &format!("{} charts", experiment.name),
+        html! {
+            nav aria-label="Breadcrumb" {
+                a href="/" { "Experiments" } " / " a href=(list_href(id, "", "", None)) { (experiment.name) }
+            }
+            h1 { (experiment.name) ": over time" }
+            p.muted { "From the latest " (traces.len()) " traces, in " (buckets.len()) " intervals." }
+            @if buckets.is_empty() {
+                p { "No traces yet." }
+            } @else {
+                (bar_chart("Latency p50", "ms", &buckets, |b| percentile(&b.latencies, 0.5)))
+                (bar_chart("Latency p95", "ms", &buckets, |b| percentile(&b.latencies, 0.95)))
+                (bar_chart("Tokens", "tokens", &buckets, |b| Some(b.tokens)))
+                (bar_chart("Errors", "traces", &buckets, |b| Some(b.errors as i64)))
+                (bar_chart("Traces", "traces", &buckets, |b| Some(b.traces as i64)))
             }
         },
     )

@@ -188,6 +188,35 @@ async fn a_session_shows_its_traces_in_order() {
 }
 
 #[tokio::test]
+async fn charts_show_latency_tokens_and_errors_over_time() {
+    let f = fixture().await;
+    for n in 0..30u64 {
+        let t = TraceId::new(0x1000 + u128::from(n)).unwrap();
+        let start = 10_000 + n as i64 * 1_000;
+        let state = if n % 10 == 0 { TraceState::Error } else { TraceState::Ok };
+        let mut inf = info(t, &f.experiment, start, 20 + n as i64, state);
+        inf.trace_metadata.insert(metadata_keys::TOKEN_USAGE.into(), r#"{"total_tokens": 3}"#.into());
+        let spans =
+            vec![(f.experiment.clone(), span(t, 1, None, "step", start as u64, start as u64 + 20 + n))];
+        f.store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+    }
+    let (status, html) = get(&f.store, &format!("/experiments/{}/charts", f.experiment)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("From the latest 31 traces"), "{html}");
+    for title in ["Latency p50", "Latency p95", "Tokens", "Errors", "Traces"] {
+        assert!(html.contains(&format!(r#"<svg role="img" aria-label="{title}""#)), "no {title} chart");
+    }
+    // the numbers behind the bars, as text: 31 traces, 4 errors (the fixture's and 3 here)
+    let errors = html.split("Errors</th>").nth(1).unwrap().split("</tbody>").next().unwrap();
+    let total: i64 = errors
+        .split("<td>")
+        .filter_map(|c| c.split('<').next()?.parse().ok())
+        .filter(|v: &i64| *v < 1_000)
+        .sum();
+    assert_eq!(total, 4, "{errors}");
+}
+
+#[tokio::test]
 async fn unknown_traces_and_experiments_are_404_pages() {
     let f = fixture().await;
     let (status, html) = get(&f.store, "/traces/tr-00000000000000000000000000000fff").await;
