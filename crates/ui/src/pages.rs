@@ -396,26 +396,67 @@ pub(crate) fn charts(experiment: &Experiment, traces: &[TraceInfo]) -> Markup {
     )
 }
 
-/// Spans in tree order with their depth: each span followed by its children, by start time.
-fn tree_order(spans: &[Span]) -> Vec<(usize, &Span)> {
-    let ids: std::collections::HashSet<_> = spans.iter().map(|s| s.span_id).collect();
+/// A trace up to this size shows its whole tree; a larger one shows the top levels and the
+/// path to the selected span, each collapsed subtree a link that opens it.
+pub(crate) const FULL_TREE_SPANS: usize = 2_000;
+/// Children shown under one span at most, in a large trace.
+pub(crate) const MAX_CHILDREN_SHOWN: usize = 200;
+
+/// One row of the span tree: its depth, the span, and how many of its children are not shown.
+pub(crate) struct Row<'a> {
+    depth: usize,
+    span: &'a Span,
+    hidden_children: usize,
+}
+
+/// Spans in tree order (each followed by its children, by start time). For a trace larger than
+/// [`FULL_TREE_SPANS`], only the roots' children and the children of the spans on the way to
+/// `selected` are opened, at most [`MAX_CHILDREN_SHOWN`] of each.
+fn tree_rows<'a>(spans: &'a [Span], selected: Option<tracelake_model::SpanId>) -> Vec<Row<'a>> {
+    let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
     let mut children: HashMap<Option<tracelake_model::SpanId>, Vec<&Span>> = HashMap::new();
     for s in spans {
         // a span whose parent is not in the trace is shown at the top level
-        let parent = s.parent_id.filter(|p| ids.contains(p));
+        let parent = s.parent_id.filter(|p| by_id.contains_key(p));
         children.entry(parent).or_default().push(s);
     }
     for list in children.values_mut() {
         list.sort_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()));
     }
-    let mut out = Vec::with_capacity(spans.len());
+    let full = spans.len() <= FULL_TREE_SPANS;
+    let mut open: std::collections::HashSet<tracelake_model::SpanId> = std::collections::HashSet::new();
+    if !full {
+        open.extend(children.get(&None).into_iter().flatten().map(|s| s.span_id));
+        let mut at = selected.and_then(|id| by_id.get(&id).copied());
+        while let Some(span) = at {
+            open.insert(span.span_id);
+            at = span.parent_id.and_then(|p| by_id.get(&p).copied());
+        }
+    }
+    let mut out = Vec::with_capacity(if full { spans.len() } else { 256 });
     let mut stack: Vec<(usize, &Span)> =
         children.get(&None).map(|roots| roots.iter().rev().map(|s| (0, *s)).collect()).unwrap_or_default();
     while let Some((depth, span)) = stack.pop() {
-        out.push((depth, span));
-        if let Some(kids) = children.get(&Some(span.span_id)) {
-            stack.extend(kids.iter().rev().map(|k| (depth + 1, *k)));
-        }
+        let kids = children.get(&Some(span.span_id)).map_or(&[][..], Vec::as_slice);
+        let shown: &[&Span] = if full {
+            kids
+        } else if open.contains(&span.span_id) {
+            // keep the selected span's branch visible even past the cap
+            let cap = &kids[..kids.len().min(MAX_CHILDREN_SHOWN)];
+            if kids.len() > MAX_CHILDREN_SHOWN
+                && let Some(on_path) = kids[MAX_CHILDREN_SHOWN..].iter().find(|k| open.contains(&k.span_id))
+            {
+                out.push(Row { depth, span, hidden_children: kids.len() - cap.len() - 1 });
+                stack.push((depth + 1, on_path));
+                stack.extend(cap.iter().rev().map(|k| (depth + 1, *k)));
+                continue;
+            }
+            cap
+        } else {
+            &[]
+        };
+        out.push(Row { depth, span, hidden_children: kids.len() - shown.len() });
+        stack.extend(shown.iter().rev().map(|k| (depth + 1, *k)));
     }
     out
 }
@@ -522,7 +563,8 @@ fn span_details(span: &Span) -> Markup {
 pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
     let info = &trace.info;
     let name = info.tags.get(tag_keys::TRACE_NAME).map_or(info.trace_id.as_str(), String::as_str);
-    let ordered = tree_order(&trace.spans);
+    let selected_id = selected.and_then(|id| tracelake_model::SpanId::from_hex(id).ok());
+    let ordered = tree_rows(&trace.spans, selected_id);
     let start = trace.spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
     let end = trace
         .spans
@@ -531,9 +573,9 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
         .max()
         .unwrap_or(start);
     let total = (end.saturating_sub(start)).max(1) as f64;
-    let chosen = selected
-        .and_then(|id| trace.spans.iter().find(|s| s.span_id.to_string() == id))
-        .or_else(|| ordered.first().map(|(_, s)| *s));
+    let chosen = selected_id
+        .and_then(|id| trace.spans.iter().find(|s| s.span_id == id))
+        .or_else(|| ordered.first().map(|r| r.span));
     let experiment = info.trace_location.experiment_id();
     layout(
         name,
@@ -597,18 +639,12 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
 
 /// The span tree as nested lists (links, so it is keyboard-navigable), each row with its bar
 /// on the trace's timeline.
-fn span_tree(
-    trace_id: &str,
-    ordered: &[(usize, &Span)],
-    chosen: Option<&Span>,
-    start: u64,
-    total: f64,
-) -> Markup {
+fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<&Span>, start: u64, total: f64) -> Markup {
     // Rebuild nesting from depths: open a group when going deeper, close when coming back.
     let mut out = String::new();
     out.push_str(r#"<ul role="tree" aria-labelledby="spans-heading">"#);
     let mut depth = 0;
-    for (i, (d, span)) in ordered.iter().enumerate() {
+    for (i, Row { depth: d, span, hidden_children }) in ordered.iter().enumerate() {
         while depth > *d {
             out.push_str("</li></ul>");
             depth -= 1;
@@ -630,6 +666,7 @@ fn span_tree(
                 span {
                     span.type { (span.span_type().as_str()) } " " (span.name)
                     @if failed { " " span.status-ERROR { "ERROR" } }
+                    @if *hidden_children > 0 { " " span.muted.more { "▸ " (hidden_children) " more" } }
                 }
                 span.muted {
                     (format!("{:.1} ms", span.duration_ns().unwrap_or(0) as f64 / 1e6))

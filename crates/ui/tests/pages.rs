@@ -217,6 +217,53 @@ async fn charts_show_latency_tokens_and_errors_over_time() {
 }
 
 #[tokio::test]
+async fn a_large_trace_opens_collapsed_and_expands_on_the_way_to_a_span() {
+    let store = Arc::new(InMemoryStore::new());
+    let exp = store.create_experiment("big", None, &[]).await.unwrap();
+    let t = TraceId::new(0xB16).unwrap();
+    // a root, 3 stages, 1,000 steps under each stage: 3,004 spans
+    let mut spans = vec![span(t, 1, None, "root", 0, 10_000)];
+    for stage in 0..3u64 {
+        spans.push(span(
+            t,
+            10 + stage,
+            Some(1),
+            &format!("stage-{stage}"),
+            stage * 3_000,
+            stage * 3_000 + 2_999,
+        ));
+        for step in 0..1_000u64 {
+            let id = 1_000 + stage * 1_000 + step;
+            spans.push(span(
+                t,
+                id,
+                Some(10 + stage),
+                &format!("step-{stage}-{step}"),
+                stage * 3_000 + step,
+                stage * 3_000 + step + 1,
+            ));
+        }
+    }
+    let batch = WriteBatch { infos: vec![], spans: spans.into_iter().map(|s| (exp.clone(), s)).collect() };
+    store.write(batch).await.unwrap();
+    let id = t.to_mlflow_v3();
+
+    let (status, html) = get(&store, &format!("/traces/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Spans (3004)"), "{}", &html[..500]);
+    assert_eq!(html.matches(r#"role="treeitem""#).count(), 4, "the root and its 3 stages");
+    assert_eq!(html.matches("▸ 1000 more").count(), 3, "each stage says what it holds");
+
+    // a step deep in the last stage: its stage opens (200 steps and the selected one)
+    let deep = tracelake_model::SpanId::new(1_000 + 2 * 1_000 + 777).unwrap();
+    let (_, html) = get(&store, &format!("/traces/{id}?span={deep}")).await;
+    assert!(html.contains("step-2-777"), "the selected span is in the tree");
+    assert_eq!(html.matches(r#"role="treeitem""#).count(), 4 + 201);
+    assert!(html.contains("▸ 799 more"), "the rest of its stage is counted");
+    assert!(html.contains(r#"<h2 id="span-details">step-2-777"#));
+}
+
+#[tokio::test]
 async fn unknown_traces_and_experiments_are_404_pages() {
     let f = fixture().await;
     let (status, html) = get(&f.store, "/traces/tr-00000000000000000000000000000fff").await;
