@@ -162,6 +162,12 @@ impl Browser {
         self.session("POST", &format!("/element/{element}/value"), json!({"text": text})).await;
     }
 
+    /// The element that has the focus.
+    async fn active(&self) -> String {
+        let active = self.session("GET", "/element/active", Value::Null).await;
+        active.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_owned()
+    }
+
     async fn url(&self) -> String {
         self.session("GET", "/url", Value::Null).await.as_str().unwrap_or_default().to_owned()
     }
@@ -293,6 +299,14 @@ async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     b.click(&first).await;
     assert_eq!(b.find_all("[role=treeitem]").await.len(), 5);
     assert_eq!(b.find_all("[role=group] [role=treeitem]").await.len(), 4, "four children under the root");
+    // The tree by keyboard: Down twice from the root, then Left back to it.
+    let rows = b.find_all("[role=treeitem] > a").await;
+    b.session("POST", &format!("/element/{}/value", rows[0]), json!({"text": "\u{E015}\u{E015}"})).await;
+    assert!(b.text(&b.active().await).await.contains("calculator"), "Down, Down: the second child");
+    let active = b.active().await;
+    b.session("POST", &format!("/element/{active}/value"), json!({"text": "\u{E012}"})).await;
+    assert!(b.text(&b.active().await).await.contains("answer"), "Left: back to the parent");
+
     let chat = b.link_with_text("[role=treeitem] a", "chat").await;
     b.click(&chat).await;
     assert!(b.url().await.contains("?span="), "each span has a link of its own");

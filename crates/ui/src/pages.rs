@@ -43,6 +43,29 @@ ol.chat li.role-user { background: #ddf4ff; } ol.chat li.role-assistant { backgr
 ol.chat .role { font-weight: 600; font-size: .75rem; text-transform: uppercase; }
 "#;
 
+/// Arrow keys in the span tree, as the WAI-ARIA tree pattern has them: Up and Down move between
+/// rows, Home and End to the first and last, Left to the parent. (Without scripts the rows are
+/// plain links, reachable with Tab.)
+const TREE_KEYS: &str = r#"
+document.querySelectorAll('[role=tree]').forEach(function (tree) {
+  tree.addEventListener('keydown', function (e) {
+    var rows = Array.prototype.slice.call(tree.querySelectorAll('[role=treeitem] > a'));
+    var i = rows.indexOf(document.activeElement);
+    if (i < 0) return;
+    var next = null;
+    if (e.key === 'ArrowDown') next = rows[i + 1];
+    else if (e.key === 'ArrowUp') next = rows[i - 1];
+    else if (e.key === 'Home') next = rows[0];
+    else if (e.key === 'End') next = rows[rows.length - 1];
+    else if (e.key === 'ArrowLeft') {
+      var group = rows[i].parentElement.parentElement.closest('[role=treeitem]');
+      next = group && group.querySelector(':scope > a');
+    }
+    if (next) { next.focus(); e.preventDefault(); }
+  });
+});
+"#;
+
 fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -56,6 +79,7 @@ fn layout(title: &str, body: Markup) -> Markup {
             body {
                 header.top { nav aria-label="Site" { a href="/" { "tracelake" } } }
                 main { (body) }
+                script { (PreEscaped(TREE_KEYS)) }
             }
         }
     }
