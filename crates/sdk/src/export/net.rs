@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng as _;
 use tokio::sync::{Semaphore, watch};
 
+use super::ExportError;
 use crate::pipeline::DropCounter;
 use crate::settings::DeliverySettings;
 
@@ -53,6 +54,17 @@ pub(crate) const MLFLOW_RETRY_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504]
 /// The statuses OTLP/HTTP exporters retry (the OTLP specification).
 pub(crate) const OTLP_RETRY_STATUSES: &[u16] = &[429, 502, 503, 504];
 
+impl<T> Outcome<T> {
+    /// The same outcome, the delivered value (if that is what it is) changed by `f`.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Delivered(v) => Outcome::Delivered(f(v)),
+            Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
+            Outcome::Rejected(reason) => Outcome::Rejected(reason),
+        }
+    }
+}
+
 /// Reads an HTTP response: 2xx delivered; a status in `retry` retried (after the
 /// `Retry-After` seconds, when given); anything else rejected with the body's message.
 pub(crate) async fn http_outcome(
@@ -84,11 +96,7 @@ pub(crate) async fn http_outcome(
 
 /// [`http_outcome`] for requests whose answer is not needed.
 pub(crate) async fn http_sent(result: Result<reqwest::Response, reqwest::Error>, retry: &[u16]) -> Outcome {
-    match http_outcome(result, retry).await {
-        Outcome::Delivered(_) => Outcome::Delivered(()),
-        Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
-        Outcome::Rejected(reason) => Outcome::Rejected(reason),
-    }
+    http_outcome(result, retry).await.map(drop)
 }
 
 /// An error with its causes, which is where reqwest says what actually went wrong.
@@ -211,10 +219,6 @@ impl Delivery {
         }
     }
 
-    pub(crate) fn target(&self) -> &str {
-        &self.target
-    }
-
     pub(crate) fn set_drop_counter(&mut self, drops: Option<&DropCounter>) {
         if self.drops.is_none() {
             self.drops = drops.cloned();
@@ -281,22 +285,31 @@ impl Delivery {
     }
 
     /// Waits up to `timeout` for every request in flight to finish; `false` if some did not.
-    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
+    fn wait_idle(&self, timeout: Duration) -> bool {
         let room = self.room.clone();
         runtime().block_on(async move {
             tokio::time::timeout(timeout, room.acquire_many(BUFFERED_SPANS)).await.is_ok()
         })
     }
 
+    fn timed_out(&self, timeout: Duration) -> ExportError {
+        ExportError::Timeout { target: self.target.clone(), timeout_ms: timeout.as_millis() as u64 }
+    }
+
+    /// Waits up to `timeout` for the requests in flight (an exporter's `flush`).
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), ExportError> {
+        if self.wait_idle(timeout) { Ok(()) } else { Err(self.timed_out(timeout)) }
+    }
+
     /// Waits up to `timeout` for the requests in flight, then gives up on the rest (they are
-    /// counted as dropped).
-    pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
+    /// counted as dropped): an exporter's `shutdown`.
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
         if self.wait_idle(timeout) {
-            return true;
+            return Ok(());
         }
         let _ = self.cancel.send(true);
-        // The cancelled jobs count their drops and free their slots at once.
+        // The cancelled jobs count their drops and free their room at once.
         self.wait_idle(Duration::from_secs(1));
-        false
+        Err(self.timed_out(timeout))
     }
 }

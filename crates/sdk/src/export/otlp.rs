@@ -243,24 +243,10 @@ impl SinkExporter for OtlpExporter {
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<(), ExportError> {
-        if self.delivery.wait_idle(timeout) {
-            Ok(())
-        } else {
-            Err(ExportError::Timeout {
-                target: self.delivery.target().to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
-            })
-        }
+        self.delivery.flush(timeout)
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), ExportError> {
-        if self.delivery.shutdown(timeout) {
-            Ok(())
-        } else {
-            Err(ExportError::Timeout {
-                target: self.delivery.target().to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
-            })
-        }
+        self.delivery.shutdown(timeout)
     }
 }

@@ -187,11 +187,7 @@ impl Client {
                             // (501): the spans go as the trace's `traces.json` artifact instead,
                             // as the MLflow client does.
                             Ok(r) if matches!(r.status().as_u16(), 404 | 501) => Outcome::Delivered(false),
-                            other => match http_sent(other, MLFLOW_RETRY_STATUSES).await {
-                                Outcome::Delivered(()) => Outcome::Delivered(true),
-                                Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
-                                Outcome::Rejected(reason) => Outcome::Rejected(reason),
-                            },
+                            other => http_sent(other, MLFLOW_RETRY_STATUSES).await.map(|()| true),
                         }
                     }
                 })
@@ -323,8 +319,7 @@ async fn with_json<T>(
             },
             Err(e) => Outcome::Retry { reason: error_chain(&e), after: None },
         },
-        Outcome::Retry { reason, after } => Outcome::Retry { reason, after },
-        Outcome::Rejected(reason) => Outcome::Rejected(reason),
+        other => other.map(|_| None),
     }
 }
 
@@ -358,24 +353,10 @@ impl SinkExporter for ServerExporter {
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<(), ExportError> {
-        if self.delivery.wait_idle(timeout) {
-            Ok(())
-        } else {
-            Err(ExportError::Timeout {
-                target: self.delivery.target().to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
-            })
-        }
+        self.delivery.flush(timeout)
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), ExportError> {
-        if self.delivery.shutdown(timeout) {
-            Ok(())
-        } else {
-            Err(ExportError::Timeout {
-                target: self.delivery.target().to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
-            })
-        }
+        self.delivery.shutdown(timeout)
     }
 }
