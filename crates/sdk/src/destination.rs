@@ -148,10 +148,12 @@ pub(crate) struct Route {
     /// server exporter replaces with the experiment's id).
     pub(crate) location: Arc<TraceLocation>,
     pub(crate) delivery: DeliverySettings,
+    /// The resource spans sent to a tracking server carry.
+    pub(crate) resource: Arc<Vec<(String, String)>>,
 }
 
 impl Route {
-    fn new(sinks: Vec<Sink>, experiment: Option<ExperimentRef>, delivery: &DeliverySettings) -> Self {
+    fn new(sinks: Vec<Sink>, experiment: Option<ExperimentRef>, settings: &Settings) -> Self {
         let location = match &experiment {
             Some(ExperimentRef::Id(id)) => TraceLocation::experiment(id.clone()),
             _ => TraceLocation::default(),
@@ -160,7 +162,8 @@ impl Route {
             sinks: sinks.into_iter().map(Arc::new).collect(),
             experiment,
             location: Arc::new(location),
-            delivery: delivery.clone(),
+            delivery: settings.delivery.clone(),
+            resource: Arc::new(settings.resource.clone()),
         }
     }
 }
@@ -179,7 +182,7 @@ pub(crate) fn env_settings() -> &'static Result<Settings, ConfigError> {
 }
 
 fn unusable(e: &ConfigError) -> Arc<Route> {
-    Arc::new(Route::new(vec![Sink::Unusable(e.to_string())], None, &DeliverySettings::default()))
+    Arc::new(Route::new(vec![Sink::Unusable(e.to_string())], None, &Settings::default()))
 }
 
 /// The sinks of an explicit destination under `settings`.
@@ -197,7 +200,7 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
     let mut route = match dest {
         Destination::Experiment { experiment, tracking_uri } => {
             let uri = tracking_uri.clone().unwrap_or_else(default_uri);
-            Route::new(vec![server_sink(&uri)], Some(experiment.clone()), &settings.delivery)
+            Route::new(vec![server_sink(&uri)], Some(experiment.clone()), settings)
         }
         Destination::LakeSchema { catalog, schema } => {
             // The lake (store-lake) is not built yet: say so rather than send spans to a server
@@ -205,11 +208,11 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
             let sink = Sink::Unusable(format!(
                 "lake schema {catalog}.{schema}: lake destinations are not available in this version"
             ));
-            let mut route = Route::new(vec![sink], None, &settings.delivery);
+            let mut route = Route::new(vec![sink], None, settings);
             route.location = Arc::new(TraceLocation::uc_schema(catalog.clone(), schema.clone()));
             route
         }
-        Destination::Otlp(otlp) => Route::new(vec![Sink::Otlp(otlp.clone())], None, &settings.delivery),
+        Destination::Otlp(otlp) => Route::new(vec![Sink::Otlp(otlp.clone())], None, settings),
     };
     if settings.dual_export
         && let Some(otlp) = &settings.otlp
@@ -228,9 +231,7 @@ fn route_from_env(settings: &Settings) -> Route {
     let experiment = settings.experiment.clone().unwrap_or(ExperimentRef::Id("0".into()));
     let mlflow = Destination::Experiment { experiment, tracking_uri: None };
     match &settings.otlp {
-        Some(otlp) if !settings.dual_export => {
-            Route::new(vec![Sink::Otlp(otlp.clone())], None, &settings.delivery)
-        }
+        Some(otlp) if !settings.dual_export => Route::new(vec![Sink::Otlp(otlp.clone())], None, settings),
         _ => route_with(&mlflow, settings),
     }
 }

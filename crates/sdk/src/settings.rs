@@ -216,6 +216,8 @@ pub(crate) struct Settings {
     pub(crate) dual_export: bool,
     pub(crate) auth: Option<Auth>,
     pub(crate) delivery: DeliverySettings,
+    /// The resource spans are exported under (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+    pub(crate) resource: Vec<(String, String)>,
     /// `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING` (default true): false waits for each trace's export
     /// when its root span ends.
     pub(crate) async_logging: bool,
@@ -274,6 +276,10 @@ impl Settings {
         if flag(&get, "MLFLOW_ENABLE_OTLP_EXPORTER")?.unwrap_or(true) {
             s.otlp = otlp_from(&get)?;
         }
+        s.resource = match &s.otlp {
+            Some(otlp) => otlp.resource.clone(),
+            None => resource_from(&get),
+        };
         s.async_logging = flag(&get, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING")?.unwrap_or(true);
         if let Some(n) = number::<usize>(&get, "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", 1)? {
             s.delivery.max_in_flight = n;
@@ -390,8 +396,14 @@ fn otlp_from(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpSetting
             _ => return Err(ConfigError::new(&var, &raw, "expected gzip or none")),
         },
     };
-    // OpenTelemetry discards a malformed resource variable with a warning rather than failing.
-    let resource_attrs = match get("OTEL_RESOURCE_ATTRIBUTES") {
+    Ok(Some(OtlpSettings { endpoint, protocol, headers, timeout, gzip, resource: resource_from(get) }))
+}
+
+/// The resource `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` describe (see
+/// [`default_resource`]). OpenTelemetry discards a malformed resource variable with a warning
+/// rather than failing.
+fn resource_from(get: &impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let attrs = match get("OTEL_RESOURCE_ATTRIBUTES") {
         None => Vec::new(),
         Some(raw) => parse_key_values(&raw).unwrap_or_else(|problem| {
             tracing::warn!(target: "tracelake", "ignoring OTEL_RESOURCE_ATTRIBUTES={raw:?}: {problem}");
@@ -399,14 +411,7 @@ fn otlp_from(get: &impl Fn(&str) -> Option<String>) -> Result<Option<OtlpSetting
         }),
     };
     let service = get("OTEL_SERVICE_NAME").map(|s| s.trim().to_owned());
-    Ok(Some(OtlpSettings {
-        endpoint,
-        protocol,
-        headers,
-        timeout,
-        gzip,
-        resource: default_resource(service.as_deref(), &resource_attrs),
-    }))
+    default_resource(service.as_deref(), &attrs)
 }
 
 fn check_endpoint(var: &str, raw: &str) -> Result<(), ConfigError> {

@@ -58,7 +58,7 @@ impl OtlpExporter {
                 settings.timeout,
             ),
         };
-        let resource = settings.resource.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+        let resource = resource_attributes(&settings.resource);
         OtlpExporter {
             transport,
             gzip: settings.gzip,
@@ -169,6 +169,11 @@ pub(crate) fn chunks(traces: Vec<Routed>) -> Vec<Vec<Routed>> {
         out.push(current);
     }
     out
+}
+
+/// Resource attributes as the OTLP codec takes them.
+pub(crate) fn resource_attributes(resource: &[(String, String)]) -> Map<String, Value> {
+    resource.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()
 }
 
 pub(crate) fn request(traces: &[Routed], resource: &Map<String, Value>) -> TraceRequest {

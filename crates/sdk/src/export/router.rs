@@ -44,7 +44,7 @@ impl Router {
         if !self.sinks.contains_key(sink) {
             let exporter: Box<dyn SinkExporter> = match &**sink {
                 Sink::Server { uri, auth } => {
-                    Box::new(ServerExporter::new(uri, auth.as_ref(), &route.delivery))
+                    Box::new(ServerExporter::new(uri, auth.as_ref(), &route.delivery, &route.resource))
                 }
                 Sink::Directory(dir) => Box::new(DirectoryExporter::new(dir.clone())),
                 Sink::Otlp(settings) => Box::new(OtlpExporter::new(settings, &route.delivery)),

@@ -16,11 +16,11 @@ use super::ExportError;
 use super::net::{
     Delivery, Failure, MLFLOW_RETRY_STATUSES, Outcome, Retry, error_chain, http_outcome, http_sent,
 };
-use super::otlp::{chunks, request};
+use super::otlp::{chunks, request, resource_attributes};
 use super::router::{Routed, SinkExporter};
 use crate::destination::ExperimentRef;
 use crate::pipeline::DropCounter;
-use crate::settings::{Auth, DeliverySettings, default_resource};
+use crate::settings::{Auth, DeliverySettings};
 
 /// Trace infos sent at once by one delivery job.
 const INFO_CONCURRENCY: usize = 8;
@@ -48,7 +48,12 @@ pub(crate) struct ServerExporter {
 }
 
 impl ServerExporter {
-    pub(crate) fn new(base: &str, auth: Option<&Auth>, settings: &DeliverySettings) -> Self {
+    pub(crate) fn new(
+        base: &str,
+        auth: Option<&Auth>,
+        settings: &DeliverySettings,
+        resource: &[(String, String)],
+    ) -> Self {
         let delivery = Delivery::new(format!("tracking server {base}"), settings);
         let auth = match auth.map(|a| reqwest::header::HeaderValue::from_str(&a.header_value())).transpose() {
             Ok(mut v) => {
@@ -73,10 +78,7 @@ impl ServerExporter {
                 experiments: Arc::default(),
             })
         });
-        let resource = default_resource(std::env::var("OTEL_SERVICE_NAME").ok().as_deref(), &[])
-            .into_iter()
-            .map(|(k, v)| (k, Value::from(v)))
-            .collect();
+        let resource = resource_attributes(resource);
         ServerExporter { client, resource: Arc::new(resource), delivery }
     }
 }
