@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
 use serde::Deserialize;
+use tracelake_model::TraceInfo;
 use tracelake_store::{StoreError, TraceQuery, TraceStore, ViewType, parse_filter, parse_order_by};
 
 /// Traces shown per page of a list.
@@ -117,47 +118,35 @@ async fn session(
         .map_err(|e| PageError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let order_by = parse_order_by(&["timestamp_ms ASC"])
         .map_err(|e| PageError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let mut traces = Vec::new();
-    let mut page_token = None;
     // A session is a conversation: all of it, in order (bounded, for very long ones).
+    let query = TraceQuery { experiment_ids: vec![id], filter, order_by, max_results: 500, page_token: None };
+    let (traces, more) = search_up_to(&*ui.store, query, MAX_SESSION_TRACES).await?;
+    Ok(pages::session(&experiment, &session, &traces, more))
+}
+
+/// The traces `query` finds, page after page, until there are none left or `limit` are found;
+/// and whether there were more.
+async fn search_up_to(
+    store: &dyn TraceStore,
+    mut query: TraceQuery,
+    limit: usize,
+) -> Result<(Vec<TraceInfo>, bool), PageError> {
+    let mut traces = Vec::new();
     loop {
-        let query = TraceQuery {
-            experiment_ids: vec![id.clone()],
-            filter: filter.clone(),
-            order_by: order_by.clone(),
-            max_results: 500,
-            page_token,
-        };
-        let page = ui.store.search_traces(&query).await?;
+        let page = store.search_traces(&query).await?;
         traces.extend(page.items);
-        page_token = page.next_page_token;
-        if page_token.is_none() || traces.len() >= MAX_SESSION_TRACES {
-            break;
+        query.page_token = page.next_page_token;
+        if query.page_token.is_none() || traces.len() >= limit {
+            return Ok((traces, query.page_token.is_some()));
         }
     }
-    Ok(pages::session(&experiment, &session, &traces, page_token.is_some()))
 }
 
 /// Latency, tokens and errors over time, from the experiment's latest traces.
 async fn charts(State(ui): State<Ui>, Path(id): Path<String>) -> Result<Markup, PageError> {
     let experiment = ui.store.get_experiment(&id).await?;
-    let mut traces = Vec::new();
-    let mut page_token = None;
-    loop {
-        let query = TraceQuery {
-            experiment_ids: vec![id.clone()],
-            filter: Default::default(),
-            order_by: vec![],
-            max_results: 500,
-            page_token,
-        };
-        let page = ui.store.search_traces(&query).await?;
-        traces.extend(page.items);
-        page_token = page.next_page_token;
-        if page_token.is_none() || traces.len() >= CHART_TRACES {
-            break;
-        }
-    }
+    let query = TraceQuery { experiment_ids: vec![id], max_results: 500, ..TraceQuery::default() };
+    let (traces, _) = search_up_to(&*ui.store, query, CHART_TRACES).await?;
     Ok(pages::charts(&experiment, &traces))
 }
 
