@@ -163,7 +163,7 @@ impl Route {
             experiment,
             location: Arc::new(location),
             delivery: settings.delivery.clone(),
-            resource: Arc::new(settings.resource.clone()),
+            resource: settings.resource.clone(),
         }
     }
 }

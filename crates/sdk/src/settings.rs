@@ -217,7 +217,7 @@ pub(crate) struct Settings {
     pub(crate) auth: Option<Auth>,
     pub(crate) delivery: DeliverySettings,
     /// The resource spans are exported under (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
-    pub(crate) resource: Vec<(String, String)>,
+    pub(crate) resource: std::sync::Arc<Vec<(String, String)>>,
     /// `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING` (default true): false waits for each trace's export
     /// when its root span ends.
     pub(crate) async_logging: bool,
@@ -276,10 +276,10 @@ impl Settings {
         if flag(&get, "MLFLOW_ENABLE_OTLP_EXPORTER")?.unwrap_or(true) {
             s.otlp = otlp_from(&get)?;
         }
-        s.resource = match &s.otlp {
+        s.resource = std::sync::Arc::new(match &s.otlp {
             Some(otlp) => otlp.resource.clone(),
             None => resource_from(&get),
-        };
+        });
         s.async_logging = flag(&get, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING")?.unwrap_or(true);
         if let Some(n) = number::<usize>(&get, "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", 1)? {
             s.delivery.max_in_flight = n;
