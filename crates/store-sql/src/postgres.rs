@@ -20,10 +20,9 @@ use tracelake_store::{
     TraceStore, ViewType, WriteBatch, validate,
 };
 
-use crate::common::{
-    Changed, InfoRow, RunRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
-    run_from_row, sort_spans,
-};
+use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
+
+use crate::common::{InfoRow, RunRow, lifecycle_stage, now_ms, run_from_row, sort_spans};
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Connections in the pool.
@@ -269,7 +268,7 @@ type TraceRow = (
 async fn load_infos(
     conn: &mut PgConnection,
     ids: &[impl AsRef<str> + Sync],
-) -> StoreResult<HashMap<String, Stored>> {
+) -> StoreResult<HashMap<String, Stored<i64>>> {
     let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
     let rows: Vec<TraceRow> = sqlx::query_as(
         "SELECT trace_key, trace_id, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
@@ -375,8 +374,8 @@ async fn require_trace_key(conn: &mut PgConnection, id: &str) -> StoreResult<i64
 async fn apply(conn: &mut PgConnection, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything.
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
-    for id in batch_experiments(&batch)? {
-        experiments.insert(id.to_owned(), require_active(conn, id).await?);
+    for id in batch_locations(&batch)? {
+        experiments.insert(id.to_owned(), require_active(conn, &id).await?);
     }
     // Lock the traces in id order (no deadlocks between writers), then read them as they are now.
     let touched = batch_traces(&batch);
@@ -397,10 +396,10 @@ async fn apply(conn: &mut PgConnection, batch: WriteBatch) -> StoreResult<Vec<Tr
 
 /// Saves what a batch changed: infos, tags and metadata, and the spans it wrote, each kind in
 /// one statement of arrays.
-async fn save(conn: &mut PgConnection, changed: &[Changed]) -> StoreResult<()> {
+async fn save(conn: &mut PgConnection, changed: &[Changed<i64>]) -> StoreResult<()> {
     let mut cols = InfoColumns::default();
     for c in changed {
-        cols.push(&c.info, c.experiment_id, c.from_spans_only)?;
+        cols.push(&c.info, validate::experiment_id(&c.location)?, c.from_spans_only)?;
     }
     let returned: HashMap<String, i64> = sqlx::query_as(
         "INSERT INTO traces (trace_id, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
@@ -429,7 +428,7 @@ async fn save(conn: &mut PgConnection, changed: &[Changed]) -> StoreResult<()> {
     .map_err(pg_error)?
     .into_iter()
     .collect();
-    let key_of = |c: &Changed| returned[&c.info.trace_id];
+    let key_of = |c: &Changed<i64>| returned[&c.info.trace_id];
 
     let replaced: Vec<i64> = changed.iter().filter_map(|c| c.key).collect();
     for (table, pick) in [

@@ -22,10 +22,9 @@ use tracelake_store::{
     StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
-use crate::common::{
-    Changed, InfoRow, RunRow, Stored, apply_batch, batch_experiments, batch_traces, lifecycle_stage, now_ms,
-    run_from_row, sort_spans,
-};
+use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
+
+use crate::common::{InfoRow, RunRow, lifecycle_stage, now_ms, run_from_row, sort_spans};
 use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -320,7 +319,7 @@ fn load_run(conn: &Connection, run_id: &str) -> StoreResult<Run> {
 
 // ---- traces: reading and writing -----------------------------------------------------------
 
-fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored>> {
+fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored<i64>>> {
     let row = conn
         .prepare_cached(
             "SELECT trace_key, experiment_id, request_time_ms, execution_duration_ms, state, client_request_id,
@@ -359,7 +358,7 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored>> {
 }
 
 /// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote.
-fn save(tx: &Transaction<'_>, changed: &Changed) -> StoreResult<()> {
+fn save(tx: &Transaction<'_>, changed: &Changed<i64>) -> StoreResult<()> {
     let info = &changed.info;
     let key: i64 = tx
         .prepare_cached(
@@ -377,7 +376,7 @@ fn save(tx: &Transaction<'_>, changed: &Changed) -> StoreResult<()> {
         .query_row(
             params![
                 info.trace_id,
-                changed.experiment_id,
+                validate::experiment_id(&changed.location)?,
                 info.request_time_ms,
                 info.execution_duration_ms,
                 info.state.as_str(),
@@ -487,8 +486,8 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
-    for id in batch_experiments(&batch)? {
-        experiments.insert(id.to_owned(), require_active(tx, id)?);
+    for id in batch_locations(&batch)? {
+        experiments.insert(id.to_owned(), require_active(tx, &id)?);
     }
     let touched = batch_traces(&batch);
     let (mut stored, mut stored_spans) = (HashMap::new(), HashMap::new());

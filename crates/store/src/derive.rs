@@ -1,11 +1,17 @@
 //! How a stored trace's info follows from its spans and from infos written for it: the
-//! merge rules every backend applies (see [`crate::TraceStore`]).
+//! merge rules every backend applies (see [`crate::TraceStore`]), and how a write batch
+//! changes the traces it touches ([`apply_batch`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracelake_model::summary::{Role, aggregate_token_usage, preview};
 use tracelake_model::{
-    Span, StatusCode, TraceInfo, TraceLocation, TraceState, encode_attribute, keys, limits, metadata_keys,
-    tag_keys,
+    Span, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState, encode_attribute, keys, limits,
+    metadata_keys, tag_keys,
 };
+
+use crate::types::{Experiment, WriteBatch};
+use crate::{StoreResult, validate};
 
 /// Where a trace's spans are: in the store itself.
 pub const SPANS_LOCATION_TRACKING_STORE: &str = "TRACKING_STORE";
@@ -67,11 +73,41 @@ pub fn refresh_from_spans(info: &mut TraceInfo, spans: &[Span], from_spans: bool
     }
 }
 
-/// A fresh info for a trace first seen through its spans.
-pub fn info_from_spans(trace_id: &str, experiment_id: &str, spans: &[Span]) -> TraceInfo {
+/// Whether a location key names a lake schema (`catalog.schema`) rather than an experiment id.
+pub fn is_lake_schema(location: &str) -> bool {
+    location.contains('.')
+}
+
+/// The MLflow id of a trace written to `location`: `tr-<hex>` in an experiment,
+/// `trace:/<catalog>.<schema>/<hex>` in a lake schema.
+pub fn trace_id_in(location: &str, trace_id: TraceId) -> String {
+    if is_lake_schema(location) { trace_id.to_mlflow_v4(location) } else { trace_id.to_mlflow_v3() }
+}
+
+/// The trace location a location key names.
+pub fn location_from_key(location: &str) -> TraceLocation {
+    match location.split_once('.') {
+        Some((catalog, schema)) => TraceLocation::uc_schema(catalog, schema),
+        None => TraceLocation::experiment(location),
+    }
+}
+
+/// The key of a trace location: its experiment id, or `catalog.schema` for a lake schema
+/// (`"0"` for a location stored nowhere else).
+pub fn location_key(location: &TraceLocation) -> String {
+    match location {
+        TraceLocation::MlflowExperiment { experiment_id } => experiment_id.clone(),
+        TraceLocation::UcSchema { catalog_name, schema_name, .. } => format!("{catalog_name}.{schema_name}"),
+        TraceLocation::InferenceTable { .. } => "0".to_owned(),
+    }
+}
+
+/// A fresh info for a trace first seen through its spans, written to `location` (an
+/// experiment id or a lake schema).
+pub fn info_from_spans(trace_id: &str, location: &str, spans: &[Span]) -> TraceInfo {
     let mut info = TraceInfo {
         trace_id: trace_id.to_owned(),
-        trace_location: TraceLocation::experiment(experiment_id),
+        trace_location: location_from_key(location),
         ..TraceInfo::default()
     };
     info.trace_metadata.insert(metadata_keys::SCHEMA_VERSION.into(), "3".into());
@@ -113,4 +149,204 @@ pub fn merge_info(stored: &mut TraceInfo, incoming: &TraceInfo) {
 /// Puts a trace's spans in the order readers expect: the root first, then by start time.
 pub fn order_spans(spans: &mut [Span]) {
     spans.sort_by_key(|s| (!s.is_root(), s.start_time_unix_nano));
+}
+
+/// A trace as a write finds it in the store.
+#[derive(Debug)]
+pub struct Stored<K> {
+    pub key: K,
+    pub info: TraceInfo,
+    pub from_spans_only: bool,
+}
+
+/// The locations a batch writes to, each once, in the order named; the caller checks each is
+/// an active experiment (or a lake schema it keeps) before anything is written.
+pub fn batch_locations(batch: &WriteBatch) -> StoreResult<Vec<String>> {
+    let mut seen: Vec<String> = Vec::new();
+    let span_locations = batch.spans.iter().map(|(location, _)| Ok(location.clone()));
+    for location in batch.infos.iter().map(validate::trace_location).chain(span_locations) {
+        let location = location?;
+        if !seen.contains(&location) {
+            seen.push(location);
+        }
+    }
+    Ok(seen)
+}
+
+/// The traces a batch touches, each once, in the order first touched, with the location the
+/// batch names for each: `(trace id, location)`.
+pub fn batch_traces(batch: &WriteBatch) -> Vec<(String, String)> {
+    let mut seen = HashSet::new();
+    let spans = batch.spans.iter().map(|(l, s)| (trace_id_in(l, s.trace_id), l.clone()));
+    let infos = batch.infos.iter().map(|i| (i.trace_id.clone(), location_key(&i.trace_location)));
+    spans.chain(infos).filter(|(id, _)| seen.insert(id.clone())).collect()
+}
+
+/// A trace as a batch leaves it: what to save.
+#[derive(Debug)]
+pub struct Changed<K> {
+    /// Its key, when it was stored before.
+    pub key: Option<K>,
+    /// Where it is written: an experiment id, or a lake schema `catalog.schema`.
+    pub location: String,
+    pub info: TraceInfo,
+    pub from_spans_only: bool,
+    /// Every span the trace has: the stored ones, replaced or joined by the batch's.
+    pub spans: Vec<Span>,
+    /// The span ids the batch wrote.
+    pub written: HashSet<u64>,
+    /// The tags and metadata stored before the batch, so a store rewrites only the entries
+    /// that changed (and leaves their index entries alone).
+    pub previous: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
+}
+
+impl<K> Changed<K> {
+    /// The spans the batch wrote (the last of each id).
+    pub fn written_spans(&self) -> impl Iterator<Item = &Span> {
+        self.spans.iter().filter(|s| self.written.contains(&s.span_id.to_u64()))
+    }
+}
+
+/// Applies a batch to the traces it touches, in memory: `touched` is [`batch_traces`], `stored`
+/// what the store holds of them and `stored_spans` their spans by key. Spans go first, then
+/// infos, in the batch's order; the result is in `order`.
+pub fn apply_batch<K: Copy + Eq + std::hash::Hash>(
+    batch: WriteBatch,
+    touched: &[(String, String)],
+    mut stored: HashMap<String, Stored<K>>,
+    mut stored_spans: HashMap<K, Vec<Span>>,
+    experiments: &BTreeMap<String, Experiment>,
+) -> StoreResult<Vec<Changed<K>>> {
+    struct Pending<K> {
+        key: Option<K>,
+        previous: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
+        location: String,
+        info: Option<(TraceInfo, bool)>,
+        spans: Vec<Span>,
+        position: HashMap<u64, usize>,
+        written: HashSet<u64>,
+    }
+    let mut pending: HashMap<&str, Pending<K>> = HashMap::with_capacity(touched.len());
+    for (id, location) in touched {
+        let p = match stored.remove(id) {
+            Some(s) => {
+                let spans = stored_spans.remove(&s.key).unwrap_or_default();
+                Pending {
+                    key: Some(s.key),
+                    previous: Some((s.info.tags.clone(), s.info.trace_metadata.clone())),
+                    // a stored trace stays where it is
+                    location: location_key(&s.info.trace_location),
+                    position: spans.iter().enumerate().map(|(i, s)| (s.span_id.to_u64(), i)).collect(),
+                    spans,
+                    info: Some((s.info, s.from_spans_only)),
+                    written: HashSet::new(),
+                }
+            }
+            None => Pending {
+                key: None,
+                previous: None,
+                location: location.clone(),
+                info: None,
+                spans: Vec::new(),
+                position: HashMap::new(),
+                written: HashSet::new(),
+            },
+        };
+        pending.insert(id, p);
+    }
+
+    let mut with_spans: Vec<String> = Vec::new();
+    for (location, span) in batch.spans {
+        let id = trace_id_in(&location, span.trace_id);
+        let p = pending.get_mut(id.as_str()).expect("touched");
+        let span_id = span.span_id.to_u64();
+        if p.written.is_empty() {
+            with_spans.push(id);
+        }
+        p.written.insert(span_id);
+        match p.position.get(&span_id) {
+            Some(&i) => p.spans[i] = span,
+            None => {
+                p.position.insert(span_id, p.spans.len());
+                p.spans.push(span);
+            }
+        }
+    }
+    with_spans.sort_unstable();
+    for id in with_spans {
+        let p = pending.get_mut(id.as_str()).expect("touched");
+        p.info = Some(info_after_spans(&id, &p.location, p.info.take(), &p.spans));
+    }
+    for incoming in &batch.infos {
+        let p = pending.get_mut(incoming.trace_id.as_str()).expect("touched");
+        let root = experiments.get(&p.location).map_or("", |e| e.artifact_location.as_str());
+        let stored = p.info.take().map(|(info, _)| info);
+        p.info = Some((info_after_write(stored, incoming, root, &p.spans), false));
+    }
+
+    let mut out = Vec::with_capacity(touched.len());
+    for (id, _) in touched {
+        let p = pending.remove(id.as_str()).expect("touched");
+        let (info, from_spans_only) = p.info.expect("a touched trace has spans or an info");
+        out.push(Changed {
+            key: p.key,
+            location: p.location,
+            info,
+            from_spans_only,
+            spans: p.spans,
+            written: p.written,
+            previous: p.previous,
+        });
+    }
+    Ok(out)
+}
+
+/// A trace's info after spans were written to it: `stored` is what was there before (with its
+/// `from_spans_only` flag), `spans` every span the trace has now. Returns the info to save and
+/// whether it still follows the spans only.
+fn info_after_spans(
+    trace_id: &str,
+    location: &str,
+    stored: Option<(TraceInfo, bool)>,
+    spans: &[Span],
+) -> (TraceInfo, bool) {
+    match stored {
+        Some((mut info, false)) => {
+            refresh_from_spans(&mut info, spans, false);
+            (info, false)
+        }
+        // no info from the client yet: derived from the spans, keeping tags set meanwhile
+        placeholder => {
+            let mut info = info_from_spans(trace_id, location, spans);
+            for (k, v) in placeholder.into_iter().flat_map(|(previous, _)| previous.tags) {
+                info.tags.entry(k).or_insert(v);
+            }
+            (info, true)
+        }
+    }
+}
+
+/// A trace's info after a client wrote `incoming` for it (MLflow's StartTraceV3): merged into
+/// what was stored, completed from the spans the trace has, with its artifact location under
+/// the experiment's `artifact_root`.
+fn info_after_write(
+    stored: Option<TraceInfo>,
+    incoming: &TraceInfo,
+    artifact_root: &str,
+    spans: &[Span],
+) -> TraceInfo {
+    let mut info = stored.unwrap_or_else(|| TraceInfo {
+        trace_id: incoming.trace_id.clone(),
+        trace_location: incoming.trace_location.clone(),
+        ..TraceInfo::default()
+    });
+    merge_info(&mut info, incoming);
+    info.tags.insert(
+        tag_keys::ARTIFACT_LOCATION.into(),
+        format!("{artifact_root}/traces/{}/artifacts", incoming.trace_id),
+    );
+    if !spans.is_empty() {
+        refresh_from_spans(&mut info, spans, false);
+    }
+    info
 }

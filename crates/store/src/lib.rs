@@ -9,6 +9,7 @@
 //! - [`validate`]: argument checks every backend applies alike.
 //! - [`InMemoryStore`]: the reference backend.
 //! - [`conformance`]: the suite every backend passes (`conformance_suite!`).
+//! - [`lake`]: SQL and experiment links of a store with a lake ([`LakeAccess`]).
 //!
 //! ```
 //! use tracelake_store::{Op, Target, parse_filter};
@@ -28,6 +29,7 @@ pub mod conformance;
 pub mod derive;
 pub mod eval;
 mod filter;
+pub mod lake;
 mod memory;
 mod store;
 mod types;
@@ -37,6 +39,7 @@ pub use filter::{
     Attribute, Clause, Filter, FilterError, Literal, Op, OrderBy, OrderKey, SpanField, Target, parse_filter,
     parse_order_by,
 };
+pub use lake::{LakeAccess, SqlFormat, SqlOutput};
 pub use memory::InMemoryStore;
 pub use store::{StoreError, StoreResult, TraceStore};
 pub use types::{

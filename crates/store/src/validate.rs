@@ -1,6 +1,6 @@
 //! Argument checks every backend applies the same way, with the same messages.
 
-use tracelake_model::{TraceId, TraceInfo};
+use tracelake_model::{TraceId, TraceInfo, TraceLocation};
 
 use crate::store::{StoreError, StoreResult};
 use crate::types::RUN_STATUSES;
@@ -65,4 +65,18 @@ pub fn trace_info(info: &TraceInfo) -> StoreResult<&str> {
             info.trace_location.type_name()
         ))
     })
+}
+
+/// A trace info fit to store anywhere: a valid MLflow trace id and a location an experiment
+/// or a lake schema (see [`crate::derive::location_key`]), whose key is returned.
+pub fn trace_location(info: &TraceInfo) -> StoreResult<String> {
+    TraceId::from_mlflow(&info.trace_id)
+        .map_err(|e| StoreError::InvalidArgument(format!("trace info: {e}")))?;
+    match &info.trace_location {
+        TraceLocation::InferenceTable { .. } => Err(StoreError::InvalidArgument(format!(
+            "trace {}: INFERENCE_TABLE locations are not stored here",
+            info.trace_id
+        ))),
+        location => Ok(crate::derive::location_key(location)),
+    }
 }

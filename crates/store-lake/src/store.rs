@@ -1,0 +1,538 @@
+//! [`LakeStore`]: a [`TraceStore`] whose experiments and runs live in a tracking store and whose
+//! traces live in the tracking store or in lake schemas.
+//!
+//! A trace goes to the lake when it is written to a lake schema directly (location
+//! `catalog.schema`: ids `trace:/catalog.schema/<hex>`), or to an experiment linked to a schema
+//! (the experiment tag [`TRACE_LOCATION_TAG`]; ids stay `tr-<hex>`). Searching a linked
+//! experiment searches its schema.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use tracelake_model::{Trace, TraceId, TraceInfo, tag_keys};
+use tracelake_store::derive::{batch_locations, is_lake_schema, location_key};
+use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
+use tracelake_store::lake::{TRACE_LOCATION_TAG, parse_schema_key};
+use tracelake_store::{
+    DeleteTraces, Experiment, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat, SqlOutput,
+    StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+};
+
+use crate::columns::Origin;
+use crate::lake::Lake;
+use crate::schema::LakeSchema;
+
+/// What one lake schema gets of a write: the schema, its part of the batch, and its spans'
+/// origins.
+type SchemaPart = (Arc<LakeSchema>, WriteBatch, Vec<Arc<Origin>>);
+
+/// Page size used to read every hit of the tracking store when a search spans both stores.
+const MERGE_PAGE: usize = 500;
+
+/// Tracking store plus lake.
+pub struct LakeStore {
+    control: Arc<dyn TraceStore>,
+    lake: Arc<Lake>,
+    /// Experiments' links, as last read (`None`: not linked).
+    links: RwLock<HashMap<String, Option<String>>>,
+    /// When set, experiments without a link keep their traces in `<catalog>.experiment_<id>`.
+    default_catalog: Option<String>,
+}
+
+impl std::fmt::Debug for LakeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeStore").field("lake", &self.lake).finish_non_exhaustive()
+    }
+}
+
+/// Which store holds a trace.
+enum Owner {
+    Control,
+    Lake(Arc<LakeSchema>),
+}
+
+impl LakeStore {
+    pub fn new(control: Arc<dyn TraceStore>, lake: Arc<Lake>) -> Self {
+        Self { control, lake, links: RwLock::new(HashMap::new()), default_catalog: None }
+    }
+
+    /// Keeps the traces of every experiment not linked elsewhere in the lake, in schema
+    /// `<catalog>.experiment_<id>`.
+    pub fn with_default_catalog(mut self, catalog: &str) -> StoreResult<Self> {
+        tracelake_store::lake::validate_name("catalog", catalog)?;
+        self.default_catalog = Some(catalog.to_owned());
+        Ok(self)
+    }
+
+    pub fn lake(&self) -> &Arc<Lake> {
+        &self.lake
+    }
+
+    /// The lake schema experiment `experiment_id` sends its traces to, if any.
+    async fn link_of(&self, experiment_id: &str) -> StoreResult<Option<String>> {
+        if let Some(link) = self.links.read().get(experiment_id) {
+            return Ok(link.clone());
+        }
+        let experiment = self.control.get_experiment(experiment_id).await?;
+        let link = experiment
+            .tags
+            .get(TRACE_LOCATION_TAG)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| self.default_catalog.as_ref().map(|c| format!("{c}.experiment_{experiment_id}")));
+        self.links.write().insert(experiment_id.to_owned(), link.clone());
+        Ok(link)
+    }
+
+    /// The schema a location key writes to (`None`: the tracking store).
+    async fn schema_for_location(&self, location: &str) -> StoreResult<Option<Arc<LakeSchema>>> {
+        let key =
+            if is_lake_schema(location) { Some(location.to_owned()) } else { self.link_of(location).await? };
+        match key {
+            Some(key) => Ok(Some(self.lake.schema(&key).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Which store holds trace `trace_id`.
+    async fn owner(&self, trace_id: &str) -> StoreResult<Option<Owner>> {
+        let id = TraceId::from_mlflow(trace_id).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        if let Some(rest) = trace_id.strip_prefix(tracelake_model::TRACE_ID_V4_PREFIX) {
+            let key = rest.rsplit_once('/').map_or(rest, |(k, _)| k);
+            parse_schema_key(key)?;
+            return Ok(match self.lake.existing_schema(key).await {
+                Some(s) if s.holds(id.to_u128()).await => Some(Owner::Lake(s)),
+                _ => None,
+            });
+        }
+        match self.control.get_trace_info(trace_id).await {
+            Ok(_) => return Ok(Some(Owner::Control)),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        for schema in self.lake.schemas().await {
+            if schema.holds(id.to_u128()).await {
+                return Ok(Some(Owner::Lake(schema)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn not_found(trace_id: &str) -> StoreError {
+        StoreError::NotFound(format!("Trace with ID {trace_id} not found."))
+    }
+
+    async fn lake_owner(&self, trace_id: &str) -> StoreResult<Option<(Arc<LakeSchema>, u128)>> {
+        match self.owner(trace_id).await? {
+            Some(Owner::Lake(s)) => {
+                let id =
+                    TraceId::from_mlflow(trace_id).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+                Ok(Some((s, id.to_u128())))
+            }
+            Some(Owner::Control) => Ok(None),
+            None => Err(Self::not_found(trace_id)),
+        }
+    }
+
+    /// Writes a batch whose spans carry their resource and scope (`origins[i]` for
+    /// `batch.spans[i]`), as OTLP ingest into a lake schema does.
+    pub async fn write_with_origins(
+        &self,
+        batch: WriteBatch,
+        origins: Vec<Arc<Origin>>,
+    ) -> StoreResult<Vec<TraceInfo>> {
+        self.write_routed(batch, &origins).await
+    }
+
+    async fn write_routed(&self, batch: WriteBatch, origins: &[Arc<Origin>]) -> StoreResult<Vec<TraceInfo>> {
+        // every location is checked before anything is written
+        let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
+        let mut route: HashMap<String, Option<Arc<LakeSchema>>> = HashMap::new();
+        for location in batch_locations(&batch)? {
+            if !is_lake_schema(&location) {
+                let experiment = self.control.get_experiment(&location).await?;
+                if experiment.lifecycle_stage != LifecycleStage::Active {
+                    return Err(StoreError::InvalidState(format!(
+                        "experiment {location} is deleted: traces can be written to active experiments only"
+                    )));
+                }
+                experiments.insert(location.clone(), experiment);
+            }
+            let schema = self.schema_for_location(&location).await?;
+            route.insert(location, schema);
+        }
+        if route.values().all(Option::is_none) {
+            return self.control.write(batch).await;
+        }
+        let mut control = WriteBatch::default();
+        let mut lake: BTreeMap<String, SchemaPart> = BTreeMap::new();
+        let default_origin = Arc::new(Origin::default());
+        for info in batch.infos {
+            let location = location_key(&info.trace_location);
+            match &route[&location] {
+                None => control.infos.push(info),
+                Some(s) => lake
+                    .entry(s.key().to_owned())
+                    .or_insert_with(|| (s.clone(), WriteBatch::default(), Vec::new()))
+                    .1
+                    .infos
+                    .push(info),
+            }
+        }
+        for (i, (location, span)) in batch.spans.into_iter().enumerate() {
+            match &route[&location] {
+                None => control.spans.push((location, span)),
+                Some(s) => {
+                    let entry = lake
+                        .entry(s.key().to_owned())
+                        .or_insert_with(|| (s.clone(), WriteBatch::default(), Vec::new()));
+                    entry.1.spans.push((location, span));
+                    entry.2.push(origins.get(i).cloned().unwrap_or_else(|| default_origin.clone()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if !control.is_empty() {
+            out.extend(self.control.write(control).await?);
+        }
+        for (_, (schema, part, origins)) in lake {
+            out.extend(schema.write(part, &origins, &experiments).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every hit of `query` in the tracking store's experiments `experiment_ids`.
+    async fn control_hits(
+        &self,
+        query: &TraceQuery,
+        experiment_ids: Vec<String>,
+    ) -> StoreResult<Vec<TraceInfo>> {
+        let mut hits = Vec::new();
+        let mut q = TraceQuery { experiment_ids, max_results: MERGE_PAGE, page_token: None, ..query.clone() };
+        loop {
+            let page = self.control.search_traces(&q).await?;
+            hits.extend(page.items);
+            match page.next_page_token {
+                Some(t) => q.page_token = Some(t),
+                None => return Ok(hits),
+            }
+        }
+    }
+
+    /// Every trace of `schema` matching `query`'s filter.
+    async fn lake_hits(&self, schema: &LakeSchema, query: &TraceQuery) -> StoreResult<Vec<TraceInfo>> {
+        let infos = schema.all_infos().await?;
+        let needs_spans = query.filter.clauses.iter().any(|c| {
+            matches!(c.target, Target::Span(_) | Target::Attribute(tracelake_store::Attribute::Text))
+        });
+        let spans = if needs_spans {
+            let ids: Vec<u128> = infos
+                .iter()
+                .filter_map(|i| TraceId::from_mlflow(&i.info.trace_id).ok())
+                .map(TraceId::to_u128)
+                .collect();
+            schema.load_spans(&ids).await?
+        } else {
+            HashMap::new()
+        };
+        let mut hits = Vec::new();
+        for stored in infos {
+            let id = TraceId::from_mlflow(&stored.info.trace_id).map(TraceId::to_u128).unwrap_or_default();
+            let trace_spans = spans.get(&id).map_or(&[][..], Vec::as_slice);
+            let view = TraceView { info: &stored.info, spans: trace_spans, linked_runs: &stored.linked_runs };
+            if matches(&query.filter, view)? {
+                hits.push(stored.info);
+            }
+        }
+        Ok(hits)
+    }
+}
+
+#[async_trait]
+impl TraceStore for LakeStore {
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[(String, String)],
+    ) -> StoreResult<String> {
+        if let Some((_, key)) = tags.iter().find(|(k, _)| k == TRACE_LOCATION_TAG) {
+            parse_schema_key(key)?;
+        }
+        self.control.create_experiment(name, artifact_location, tags).await
+    }
+
+    async fn get_experiment(&self, experiment_id: &str) -> StoreResult<Experiment> {
+        self.control.get_experiment(experiment_id).await
+    }
+
+    async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Option<Experiment>> {
+        self.control.get_experiment_by_name(name).await
+    }
+
+    async fn list_experiments(
+        &self,
+        view: ViewType,
+        max_results: usize,
+        page_token: Option<&str>,
+    ) -> StoreResult<Page<Experiment>> {
+        self.control.list_experiments(view, max_results, page_token).await
+    }
+
+    async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {
+        self.control.rename_experiment(experiment_id, new_name).await
+    }
+
+    async fn delete_experiment(&self, experiment_id: &str) -> StoreResult<()> {
+        self.control.delete_experiment(experiment_id).await
+    }
+
+    async fn restore_experiment(&self, experiment_id: &str) -> StoreResult<()> {
+        self.control.restore_experiment(experiment_id).await
+    }
+
+    async fn set_experiment_tag(&self, experiment_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        if key == TRACE_LOCATION_TAG && !value.is_empty() {
+            parse_schema_key(value)?;
+        }
+        self.control.set_experiment_tag(experiment_id, key, value).await?;
+        if key == TRACE_LOCATION_TAG {
+            self.links.write().remove(experiment_id);
+        }
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
+        self.control.create_run(run).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run> {
+        self.control.get_run(run_id).await
+    }
+
+    async fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time_ms: Option<i64>,
+        run_name: Option<&str>,
+    ) -> StoreResult<Run> {
+        self.control.update_run(run_id, status, end_time_ms, run_name).await
+    }
+
+    async fn set_run_tag(&self, run_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        self.control.set_run_tag(run_id, key, value).await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+        self.write_routed(batch, &[]).await
+    }
+
+    async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo> {
+        match self.lake_owner(trace_id).await? {
+            None => self.control.get_trace_info(trace_id).await,
+            Some((schema, id)) => schema
+                .load_infos(&[id])
+                .await?
+                .remove(&id)
+                .map(|s| s.info)
+                .ok_or_else(|| Self::not_found(trace_id)),
+        }
+    }
+
+    async fn get_traces(&self, trace_ids: &[String]) -> StoreResult<Vec<Trace>> {
+        let mut found: HashMap<String, Trace> = HashMap::new();
+        let mut control_ids = Vec::new();
+        let mut by_schema: BTreeMap<String, (Arc<LakeSchema>, Vec<u128>)> = BTreeMap::new();
+        for trace_id in trace_ids {
+            match self.owner(trace_id).await {
+                Ok(Some(Owner::Control)) => control_ids.push(trace_id.clone()),
+                Ok(Some(Owner::Lake(s))) => {
+                    let id = TraceId::from_mlflow(trace_id)
+                        .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+                    by_schema
+                        .entry(s.key().to_owned())
+                        .or_insert_with(|| (s.clone(), Vec::new()))
+                        .1
+                        .push(id.to_u128());
+                }
+                Ok(None) | Err(StoreError::InvalidArgument(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for trace in self.control.get_traces(&control_ids).await? {
+            found.insert(trace.info.trace_id.clone(), trace);
+        }
+        for (_, (schema, ids)) in by_schema {
+            let infos = schema.load_infos(&ids).await?;
+            let mut spans = schema.load_spans(&ids).await?;
+            for (id, stored) in infos {
+                let trace = Trace { spans: spans.remove(&id).unwrap_or_default(), info: stored.info };
+                found.insert(trace.info.trace_id.clone(), trace);
+            }
+        }
+        Ok(trace_ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
+        validate::max_results(query.max_results)?;
+        let mut control_ids = Vec::new();
+        let mut schemas: BTreeMap<String, Arc<LakeSchema>> = BTreeMap::new();
+        for experiment_id in &query.experiment_ids {
+            match self.link_of(experiment_id).await? {
+                Some(key) => {
+                    schemas.entry(key.clone()).or_insert(self.lake.schema(&key).await?);
+                }
+                None => control_ids.push(experiment_id.clone()),
+            }
+        }
+        if schemas.is_empty() {
+            return self.control.search_traces(query).await;
+        }
+        let offset = decode_page_token(query.page_token.as_deref())?;
+        let mut hits =
+            if control_ids.is_empty() { Vec::new() } else { self.control_hits(query, control_ids).await? };
+        for schema in schemas.values() {
+            hits.extend(self.lake_hits(schema, query).await?);
+        }
+        hits.sort_by(|a, b| compare(a, b, &query.order_by));
+        let total = hits.len();
+        let items: Vec<TraceInfo> = hits.into_iter().skip(offset).take(query.max_results).collect();
+        let next = offset + items.len();
+        Ok(Page { next_page_token: (next < total).then(|| encode_page_token(next)), items })
+    }
+
+    async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize> {
+        let experiment_id = match request {
+            DeleteTraces::OlderThan { experiment_id, .. } | DeleteTraces::Ids { experiment_id, .. } => {
+                experiment_id
+            }
+        };
+        let Some(key) = self.link_of(experiment_id).await? else {
+            return self.control.delete_traces(request).await;
+        };
+        let schema = self.lake.schema(&key).await?;
+        let doomed: Vec<u128> = match request {
+            DeleteTraces::OlderThan { max_timestamp_ms, max_traces, .. } => {
+                if *max_traces == Some(0) {
+                    return Err(StoreError::InvalidArgument("max_traces must be at least 1".into()));
+                }
+                let mut old: Vec<TraceInfo> = schema
+                    .all_infos()
+                    .await?
+                    .into_iter()
+                    .map(|s| s.info)
+                    .filter(|i| i.request_time_ms <= *max_timestamp_ms)
+                    .collect();
+                old.sort_by(|a, b| (a.request_time_ms, &a.trace_id).cmp(&(b.request_time_ms, &b.trace_id)));
+                old.iter()
+                    .take(max_traces.unwrap_or(usize::MAX))
+                    .filter_map(|i| TraceId::from_mlflow(&i.trace_id).ok())
+                    .map(TraceId::to_u128)
+                    .collect()
+            }
+            DeleteTraces::Ids { trace_ids, .. } => {
+                let mut ids = Vec::new();
+                for t in trace_ids {
+                    if let Ok(id) = TraceId::from_mlflow(t)
+                        && schema.holds(id.to_u128()).await
+                    {
+                        ids.push(id.to_u128());
+                    }
+                }
+                ids
+            }
+        };
+        schema.delete(&doomed).await?;
+        Ok(doomed.len())
+    }
+
+    async fn set_trace_tag(&self, trace_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        if tag_keys::IMMUTABLE.contains(&key) {
+            return Err(StoreError::InvalidArgument(format!(
+                "tag {key:?} is set by the server and cannot be changed"
+            )));
+        }
+        match self.lake_owner(trace_id).await? {
+            None => self.control.set_trace_tag(trace_id, key, value).await,
+            Some((schema, id)) => {
+                schema
+                    .update_info(id, |s| {
+                        s.info.tags.insert(key.to_owned(), value.to_owned());
+                        Ok(())
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()> {
+        match self.lake_owner(trace_id).await? {
+            None => self.control.delete_trace_tag(trace_id, key).await,
+            Some((schema, id)) => {
+                schema
+                    .update_info(id, |s| match s.info.tags.remove(key) {
+                        Some(_) => Ok(()),
+                        None => Err(StoreError::NotFound(format!(
+                            "No trace tag with key '{key}' for trace with ID '{trace_id}'"
+                        ))),
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()> {
+        validate::traces_per_link(trace_ids.len())?;
+        let mut control_ids = Vec::new();
+        for trace_id in trace_ids {
+            match self.lake_owner(trace_id).await? {
+                None => control_ids.push(trace_id.clone()),
+                Some((schema, id)) => {
+                    schema
+                        .update_info(id, |s| {
+                            if !s.linked_runs.iter().any(|r| r == run_id) {
+                                s.linked_runs.push(run_id.to_owned());
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                }
+            }
+        }
+        if control_ids.is_empty() {
+            Ok(())
+        } else {
+            self.control.link_traces_to_run(&control_ids, run_id).await
+        }
+    }
+}
+
+#[async_trait]
+impl LakeAccess for LakeStore {
+    async fn sql(&self, query: &str, format: SqlFormat) -> StoreResult<SqlOutput> {
+        self.lake.sql(query, format).await
+    }
+
+    async fn schemas(&self) -> StoreResult<Vec<String>> {
+        Ok(self.lake.schemas().await.iter().map(|s| s.key().to_owned()).collect())
+    }
+
+    async fn link_experiment(&self, experiment_id: &str, catalog: &str, schema: &str) -> StoreResult<()> {
+        let key = format!("{catalog}.{schema}");
+        parse_schema_key(&key)?;
+        self.control.get_experiment(experiment_id).await?;
+        self.lake.schema(&key).await?;
+        self.set_experiment_tag(experiment_id, TRACE_LOCATION_TAG, &key).await
+    }
+
+    async fn unlink_experiment(&self, experiment_id: &str) -> StoreResult<()> {
+        self.set_experiment_tag(experiment_id, TRACE_LOCATION_TAG, "").await
+    }
+
+    async fn experiment_link(&self, experiment_id: &str) -> StoreResult<Option<String>> {
+        self.link_of(experiment_id).await
+    }
+}
