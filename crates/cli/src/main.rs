@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracelake_server::Limits;
-use tracelake_store::TraceStore;
+use tracelake_store::{LakeAccess, TraceStore};
 use tracelake_store_sql::{PostgresStore, SqliteStore};
 
 /// The server allocates and frees many small objects per span on several threads; glibc's
@@ -26,6 +26,23 @@ struct Cli {
 enum Command {
     /// Serve the MLflow tracing REST API and OTLP ingest.
     Server(ServerArgs),
+    /// Run a SQL query over the lake's tables (`catalog.schema.table`) and print the result.
+    #[cfg(feature = "store-lake")]
+    Sql(SqlArgs),
+}
+
+/// `tracelake sql`.
+#[cfg(feature = "store-lake")]
+#[derive(clap::Args, Debug)]
+struct SqlArgs {
+    /// One read-only statement, e.g. `SELECT name, count(*) FROM main.agents.mlflow_experiment_trace_otel_spans GROUP BY name`.
+    query: String,
+    /// The lake: a directory, or `s3://bucket/prefix` (with the `AWS_*` variables).
+    #[arg(long, env = "TRACELAKE_LAKE_ROOT", default_value = "./tracelake-lake")]
+    lake_root: String,
+    /// table, json, csv or arrow (an Arrow IPC stream).
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 /// Flags mirror `mlflow server` where they overlap.
@@ -44,6 +61,20 @@ struct ServerArgs {
     /// `postgresql://user:password@host:port/database` (created if the server has no such database).
     #[arg(long, env = "TRACELAKE_BACKEND_STORE_URI", default_value = "sqlite:///tracelake.db")]
     backend_store_uri: String,
+    /// The lake: a directory, or `s3://bucket/prefix` (with the `AWS_*` variables and
+    /// `AWS_ENDPOINT_URL` for S3-compatible stores).
+    #[cfg(feature = "store-lake")]
+    #[arg(long, env = "TRACELAKE_LAKE_ROOT", default_value = "./tracelake-lake")]
+    lake_root: String,
+    /// Seconds between compactions and vacuums of the lake's tables; 0 turns them off.
+    #[cfg(feature = "store-lake")]
+    #[arg(long, env = "TRACELAKE_LAKE_MAINTENANCE_SECS", default_value_t = 600)]
+    lake_maintenance_secs: u64,
+    /// Hours a file no longer in a lake table's latest version is kept before vacuum removes it
+    /// (Delta's default retention is a week).
+    #[cfg(feature = "store-lake")]
+    #[arg(long, env = "TRACELAKE_LAKE_RETENTION_HOURS", default_value_t = 168)]
+    lake_retention_hours: u64,
     /// Largest request body, in bytes.
     #[arg(long, env = "TRACELAKE_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -104,8 +135,61 @@ async fn shutdown_signal() {
     tracing::info!(target: "tracelake", "shutting down: writing what was accepted");
 }
 
+/// The tracking store with the lake beside it: traces of lake schemas and linked experiments
+/// go to the lake, which is compacted and vacuumed every `lake_maintenance_secs`.
+#[cfg(feature = "store-lake")]
+async fn with_lake(
+    store: Arc<dyn TraceStore>,
+    args: &ServerArgs,
+) -> anyhow::Result<(Arc<dyn TraceStore>, Option<Arc<dyn LakeAccess>>)> {
+    use tracelake_store_lake::{Lake, LakeConfig, LakeStore};
+    let config = LakeConfig::from_root(&args.lake_root)?;
+    let lake =
+        Arc::new(Lake::open(config).await.with_context(|| format!("opening the lake {}", args.lake_root))?);
+    tracing::info!(target: "tracelake", "lake at {}", lake.root());
+    if args.lake_maintenance_secs > 0 {
+        let (lake, every) = (lake.clone(), std::time::Duration::from_secs(args.lake_maintenance_secs));
+        let retention = std::time::Duration::from_secs(args.lake_retention_hours * 3600);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match lake.maintain(LAKE_TARGET_FILE_BYTES, retention).await {
+                    Ok(done) => tracing::info!(target: "tracelake::lake", "maintenance: {done:?}"),
+                    Err(e) => tracing::warn!(target: "tracelake::lake", "maintenance failed: {e}"),
+                }
+            }
+        });
+    }
+    let store = Arc::new(LakeStore::new(store, lake));
+    Ok((store.clone(), Some(store)))
+}
+
+/// Files compaction aims for in the lake's tables.
+#[cfg(feature = "store-lake")]
+const LAKE_TARGET_FILE_BYTES: u64 = 64 << 20;
+
+#[cfg(feature = "store-lake")]
+async fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use tracelake_store_lake::{Lake, LakeConfig};
+    let format = tracelake_store::SqlFormat::parse(&args.format)
+        .with_context(|| format!("--format {:?}: use table, json, csv or arrow", args.format))?;
+    let lake = Lake::open(LakeConfig::from_root(&args.lake_root)?).await?;
+    let out = lake.sql(&args.query, format).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out.body)?;
+    stdout.flush()?;
+    Ok(())
+}
+
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args.backend_store_uri).await?;
+    #[cfg(feature = "store-lake")]
+    let (store, lake) = with_lake(store, &args).await?;
+    #[cfg(not(feature = "store-lake"))]
+    let lake: Option<Arc<dyn LakeAccess>> = None;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().with_context(|| {
         format!("--host {:?} --port {}: not an address to listen on", args.host, args.port)
     })?;
@@ -121,7 +205,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Some(grpc)
     };
     let limits = Limits { max_body_bytes: args.max_body_bytes, ..Limits::default() };
-    tracelake_server::serve(listener, grpc, store, limits, shutdown_signal()).await?;
+    tracelake_server::serve(listener, grpc, store, lake, limits, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -130,12 +214,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRACELAKE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,delta_kernel=warn,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake_core=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Server(args) => server(args).await,
+        #[cfg(feature = "store-lake")]
+        Command::Sql(args) => sql(args).await,
     }
 }
 

@@ -46,7 +46,9 @@ pub use attributes::{
 };
 pub use dict::{DictError, format_duration_ms, format_timestamp_ms, parse_duration_ms, parse_timestamp_ms};
 pub use ids::{IdError, SpanId, TRACE_ID_V3_PREFIX, TRACE_ID_V4_PREFIX, TraceId};
-pub use span::{Link, LogLevel, Span, SpanEvent, SpanKind, SpanStatus, SpanType, StatusCode, exception};
+pub use span::{
+    Link, LogLevel, Span, SpanEvent, SpanKind, SpanOrigin, SpanStatus, SpanType, StatusCode, exception,
+};
 pub use trace::{
     NameMatch, SpanQuery, Trace, TraceInfo, TraceLocation, TraceState, limits, metadata_keys, tag_keys,
 };

@@ -308,6 +308,16 @@ pub struct Link {
     pub attributes: Option<Map<String, Value>>,
 }
 
+/// Where spans came from: the OpenTelemetry resource and instrumentation scope they were sent
+/// under. Stores that keep OpenTelemetry's shape (the lake) write it; the others ignore it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanOrigin {
+    /// Resource attributes, decoded.
+    pub resource: Map<String, Value>,
+    pub scope_name: String,
+    pub scope_version: String,
+}
+
 /// A finished span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {

@@ -16,14 +16,16 @@
 
 pub mod semconv;
 
+use std::sync::Arc;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status, span, status};
 use serde_json::{Map, Value};
 use tracelake_model::{
-    Attributes, IdError, Link, Span, SpanEvent, SpanId, SpanKind, SpanStatus, StatusCode, TraceId,
-    encode_attribute, keys,
+    Attributes, IdError, Link, Span, SpanEvent, SpanId, SpanKind, SpanOrigin, SpanStatus, StatusCode,
+    TraceId, encode_attribute, keys,
 };
 
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as TraceRequest;
@@ -66,14 +68,12 @@ pub fn encode_json(request: &ExportTraceServiceRequest) -> Vec<u8> {
     serde_json::to_vec(request).unwrap_or_default()
 }
 
-/// A span as it arrived, with the resource and scope it came under.
+/// A span as it arrived, with the resource and scope it came under (shared by the spans of one
+/// scope).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestedSpan {
     pub span: Span,
-    /// Resource attributes, decoded.
-    pub resource: Map<String, Value>,
-    pub scope_name: String,
-    pub scope_version: String,
+    pub origin: Arc<SpanOrigin>,
 }
 
 /// Every span of a request, converted, with foreign semantic conventions translated
@@ -85,16 +85,12 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Ing
         for (s, ss) in rs.scope_spans.iter().enumerate() {
             let (scope_name, scope_version) =
                 ss.scope.as_ref().map(|sc| (sc.name.clone(), sc.version.clone())).unwrap_or_default();
+            let origin = Arc::new(SpanOrigin { resource: resource.clone(), scope_name, scope_version });
             for (i, otlp) in ss.spans.iter().enumerate() {
                 let path = format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
                 let mut span = span_from_otlp(otlp, &path)?;
                 semconv::translate(&mut span);
-                out.push(IngestedSpan {
-                    span,
-                    resource: resource.clone(),
-                    scope_name: scope_name.clone(),
-                    scope_version: scope_version.clone(),
-                });
+                out.push(IngestedSpan { span, origin: origin.clone() });
             }
         }
     }

@@ -27,8 +27,8 @@ fn spans_survive_a_round_trip_through_protobuf_and_json() {
         let ingested = spans_from_request(&decoded).unwrap();
         assert_eq!(ingested.len(), trace.spans.len());
         for (got, want) in ingested.iter().zip(&trace.spans) {
-            assert_eq!(got.resource["service.name"], "agent");
-            assert_eq!(got.scope_name, "tracelake");
+            assert_eq!(got.origin.resource["service.name"], "agent");
+            assert_eq!(got.origin.scope_name, "tracelake");
             let mut span = got.span.clone();
             assert_eq!(decoded_attributes(&span), decoded_attributes(want), "span {}", want.name);
             span.attributes = want.attributes.clone();
@@ -87,7 +87,7 @@ fn otlp_json_with_hex_ids_is_read_and_client_request_ids_are_not_trusted() {
     assert_eq!(span.attributes.get_raw("input.value"), Some("\"hello\""));
     assert_eq!(span.status.code, tracelake_model::StatusCode::Error);
     assert_eq!(span.end_time_unix_nano, Some(1_700_000_001_000_000_000));
-    assert_eq!(spans[0].resource["service.name"], "shop");
+    assert_eq!(spans[0].origin.resource["service.name"], "shop");
 }
 
 #[test]

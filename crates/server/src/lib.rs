@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tracelake_store::TraceStore;
+use tracelake_store::{LakeAccess, TraceStore};
 
 pub use api::{MLFLOW_API_VERSION, router};
 pub use error::{ApiError, ApiResult};
@@ -43,6 +43,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn TraceStore>,
+    /// The lake behind `store`, when it has one: SQL, experiment links, table-routed ingest.
+    pub lake: Option<Arc<dyn LakeAccess>>,
     pub ingest: IngestService,
     pub limits: Limits,
 }
@@ -53,12 +55,14 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Serves `store` over HTTP on `listener` and, when given, OTLP/gRPC on `grpc`, until
-/// `shutdown` completes; then writes everything that was accepted before returning.
+/// Serves `store` (with its `lake`, if any) over HTTP on `listener` and, when given, OTLP/gRPC
+/// on `grpc`, until `shutdown` completes; then writes everything that was accepted before
+/// returning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
     store: Arc<dyn TraceStore>,
+    lake: Option<Arc<dyn LakeAccess>>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -74,7 +78,7 @@ pub async fn serve(
     };
 
     let grpc_task = grpc.map(|listener| {
-        let service = api::grpc::GrpcTraceService::new(ingest.clone()).into_server();
+        let service = api::grpc::GrpcTraceService::new(ingest.clone(), lake.is_some()).into_server();
         let addr = listener.local_addr().ok();
         tracing::info!(target: "tracelake::server", "OTLP/gRPC on {}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -87,7 +91,7 @@ pub async fn serve(
         })
     });
 
-    let app = router(AppState { store, ingest, limits });
+    let app = router(AppState { store, lake, ingest, limits });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(target: "tracelake::server", "listening on http://{}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
     axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;

@@ -15,7 +15,7 @@ use tracelake_store::{InMemoryStore, TraceStore};
 fn app_with(limits: Limits) -> Router {
     let store: Arc<dyn TraceStore> = Arc::new(InMemoryStore::new());
     let (ingest, _worker) = IngestService::start(store.clone(), 64, 1000);
-    router(AppState { store, ingest, limits })
+    router(AppState { store, lake: None, ingest, limits })
 }
 
 fn app() -> Router {

@@ -19,20 +19,13 @@ use deltalake::arrow::json::{ArrayWriter, ReaderBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracelake_model::{
-    Attributes, Link, Span, SpanEvent, SpanId, SpanKind, SpanStatus, StatusCode, TraceId, TraceInfo,
-    TraceState,
+    Attributes, Link, Span, SpanEvent, SpanId, SpanKind, SpanOrigin, SpanStatus, StatusCode, TraceId,
+    TraceInfo, TraceState,
 };
 use tracelake_store::derive::location_from_key;
 use tracelake_store::{StoreError, StoreResult};
 
-/// The spans table of a schema.
-pub const SPANS_TABLE: &str = "mlflow_experiment_trace_otel_spans";
-/// The logs table of a schema.
-pub const LOGS_TABLE: &str = "mlflow_experiment_trace_otel_logs";
-/// The metrics table of a schema.
-pub const METRICS_TABLE: &str = "mlflow_experiment_trace_otel_metrics";
-/// The trace-info table of a schema: one row per version of a trace's info.
-pub const INFO_TABLE: &str = "mlflow_experiment_trace_info";
+pub use tracelake_store::lake::{INFO_TABLE, LOGS_TABLE, METRICS_TABLE, SPANS_TABLE};
 
 /// Every table of a schema.
 pub const TABLES: [&str; 4] = [SPANS_TABLE, LOGS_TABLE, METRICS_TABLE, INFO_TABLE];
@@ -290,14 +283,6 @@ struct ScopeRow {
     dropped_attributes_count: Option<i32>,
 }
 
-/// Where a span came from: its resource and instrumentation scope.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Origin {
-    pub resource: Map<String, Value>,
-    pub scope_name: String,
-    pub scope_version: String,
-}
-
 /// One row of the spans table.
 #[derive(Debug, Serialize, Deserialize)]
 struct SpanRow {
@@ -363,7 +348,7 @@ fn hex_of_trace_id(id: &str) -> String {
     TraceId::from_mlflow(id).map_or_else(|_| id.to_owned(), |t| t.to_string())
 }
 
-fn span_row(span: &Span, origin: &Origin) -> SpanRow {
+fn span_row(span: &Span, origin: &SpanOrigin) -> SpanRow {
     let (date, time) = date_and_time(span.start_time_unix_nano);
     let trace_id = span.trace_id.to_string();
     let span_id = span.span_id.to_string();
@@ -597,7 +582,7 @@ fn from_batches<R: for<'de> Deserialize<'de>>(what: &str, batches: &[RecordBatch
 
 /// Spans (each with its origin) as one batch of the spans table.
 pub fn spans_to_batch<'a>(
-    spans: impl IntoIterator<Item = (&'a Span, &'a Origin)>,
+    spans: impl IntoIterator<Item = (&'a Span, &'a SpanOrigin)>,
 ) -> StoreResult<RecordBatch> {
     let rows: Vec<SpanRow> = spans.into_iter().map(|(s, o)| span_row(s, o)).collect();
     to_batch(spans_schema(), &rows)
@@ -662,9 +647,9 @@ mod tests {
     #[test]
     fn spans_round_trip_through_rows() {
         let span = sample_span();
-        let origin = Origin {
+        let origin = SpanOrigin {
             resource: [("service.name".to_owned(), Value::from("svc"))].into_iter().collect(),
-            ..Origin::default()
+            ..SpanOrigin::default()
         };
         let batch = spans_to_batch([(&span, &origin)]).unwrap();
         assert_eq!(batch.num_rows(), 1);

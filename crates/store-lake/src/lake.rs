@@ -2,7 +2,6 @@
 //! a directory of Delta tables, and SQL over all of them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,14 +34,14 @@ pub struct LakeConfig {
 
 impl LakeConfig {
     /// A root from a path or URL: `s3://bucket/prefix`, `file:///dir`, or a local directory
-    /// (created if missing).
+    /// (created when the first schema is).
     pub fn from_root(root: &str) -> StoreResult<Self> {
         let invalid = |e: String| StoreError::InvalidArgument(format!("invalid lake root {root:?}: {e}"));
         let mut url = if root.contains("://") {
             Url::parse(root).map_err(|e| invalid(e.to_string()))?
         } else {
-            std::fs::create_dir_all(root).map_err(|e| invalid(e.to_string()))?;
-            let abs = Path::new(root).canonicalize().map_err(|e| invalid(e.to_string()))?;
+            let cwd = std::env::current_dir().map_err(|e| invalid(e.to_string()))?;
+            let abs = std::path::absolute(cwd.join(root)).map_err(|e| invalid(e.to_string()))?;
             Url::from_directory_path(&abs).map_err(|()| invalid("not an absolute directory".into()))?
         };
         match url.scheme() {
@@ -91,6 +90,11 @@ impl Lake {
 
     /// `catalog.schema` directories under the root that hold a tracelake table.
     async fn discover(&self) -> StoreResult<Vec<String>> {
+        if let Ok(dir) = self.config.root.to_file_path()
+            && !dir.exists()
+        {
+            return Ok(Vec::new());
+        }
         let root = self.config.root.path().trim_start_matches('/');
         let base = if self.config.root.scheme() == "file" { None } else { Some(ObjectPath::from(root)) };
         let list = |prefix: Option<ObjectPath>| {
@@ -224,7 +228,10 @@ pub fn encode(schema: &Arc<Schema>, batches: &[RecordBatch], format: SqlFormat) 
             out.push(b'\n');
         }
         SqlFormat::Json => {
-            let mut writer = deltalake::arrow::json::ArrayWriter::new(&mut out);
+            // null cells are written, so every row has every column
+            let mut writer = deltalake::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, deltalake::arrow::json::writer::JsonArray>(&mut out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();
             writer.write_batches(&refs).map_err(failed)?;
             writer.finish().map_err(failed)?;

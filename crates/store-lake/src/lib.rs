@@ -14,7 +14,6 @@ mod schema;
 mod store;
 mod table;
 
-pub use columns::Origin;
 pub use lake::{Lake, LakeConfig, encode};
 pub use schema::LakeSchema;
 pub use store::LakeStore;

@@ -15,15 +15,17 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deltalake::arrow::array::{Array, RecordBatch, StringArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 use tokio::sync::Mutex;
-use tracelake_model::{Span, TraceId, TraceInfo};
+use tracelake_model::{Span, SpanOrigin, TraceId, TraceInfo};
 use tracelake_store::derive::{Stored, apply_batch, batch_traces, order_spans};
 use tracelake_store::{Experiment, StoreError, StoreResult, WriteBatch};
 
 use crate::columns::{
-    INFO_TABLE, LOGS_TABLE, METRICS_TABLE, Origin, SPANS_TABLE, StoredInfo, infos_from_batches,
-    infos_to_batch, schema_of, spans_from_batches, spans_to_batch,
+    INFO_TABLE, LOGS_TABLE, METRICS_TABLE, SPANS_TABLE, StoredInfo, infos_from_batches, infos_to_batch,
+    schema_of, spans_from_batches, spans_to_batch,
 };
 use crate::table::{LakeTable, delta_error};
 
@@ -150,7 +152,10 @@ impl LakeSchema {
     async fn known_trace_ids(&self) -> StoreResult<HashSet<u128>> {
         let mut known = HashSet::new();
         for batch in self.scan(&self.info, None, Some(&["trace_id"])).await? {
-            let ids = batch.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+            // Parquet strings may come back as string views
+            let column = cast(batch.column(0), &DataType::Utf8)
+                .map_err(|e| StoreError::Internal(format!("{}: trace_id: {e}", self.info.name())))?;
+            let ids = column.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
                 StoreError::Internal(format!("{}: trace_id is not a string column", self.info.name()))
             })?;
             for i in 0..ids.len() {
@@ -221,7 +226,7 @@ impl LakeSchema {
     pub(crate) async fn write(
         &self,
         batch: WriteBatch,
-        origins: &[Arc<Origin>],
+        origins: &[Arc<SpanOrigin>],
         experiments: &BTreeMap<String, Experiment>,
     ) -> StoreResult<Vec<TraceInfo>> {
         let mut state = self.state.lock().await;
@@ -271,7 +276,7 @@ impl LakeSchema {
                 state.recent.get(t).is_some_and(|r| r.spans.iter().any(|x| x.span_id.to_u64() == *s))
             })
             .collect();
-        let written_origins: Vec<(u128, u64, Arc<Origin>)> = batch
+        let written_origins: Vec<(u128, u64, Arc<SpanOrigin>)> = batch
             .spans
             .iter()
             .enumerate()
@@ -281,8 +286,8 @@ impl LakeSchema {
             .collect();
         let changed = apply_batch(batch, &touched, stored, stored_spans, experiments)?;
 
-        let default_origin = Origin::default();
-        let origin_of: HashMap<(u128, u64), &Origin> =
+        let default_origin = SpanOrigin::default();
+        let origin_of: HashMap<(u128, u64), &SpanOrigin> =
             written_origins.iter().map(|(t, s, o)| ((*t, *s), o.as_ref())).collect();
         let (mut fresh, mut again) = (Vec::new(), Vec::new());
         for span in changed.iter().flat_map(|c| c.written_spans()) {

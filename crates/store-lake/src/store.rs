@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use tracelake_model::{Trace, TraceId, TraceInfo, tag_keys};
+use tracelake_model::{SpanOrigin, Trace, TraceId, TraceInfo, tag_keys};
 use tracelake_store::derive::{batch_locations, is_lake_schema, location_key};
 use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use tracelake_store::lake::{TRACE_LOCATION_TAG, parse_schema_key};
@@ -20,13 +20,12 @@ use tracelake_store::{
     StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
-use crate::columns::Origin;
 use crate::lake::Lake;
 use crate::schema::LakeSchema;
 
 /// What one lake schema gets of a write: the schema, its part of the batch, and its spans'
 /// origins.
-type SchemaPart = (Arc<LakeSchema>, WriteBatch, Vec<Arc<Origin>>);
+type SchemaPart = (Arc<LakeSchema>, WriteBatch, Vec<Arc<SpanOrigin>>);
 
 /// Page size used to read every hit of the tracking store when a search spans both stores.
 const MERGE_PAGE: usize = 500;
@@ -136,17 +135,8 @@ impl LakeStore {
         }
     }
 
-    /// Writes a batch whose spans carry their resource and scope (`origins[i]` for
-    /// `batch.spans[i]`), as OTLP ingest into a lake schema does.
-    pub async fn write_with_origins(
-        &self,
-        batch: WriteBatch,
-        origins: Vec<Arc<Origin>>,
-    ) -> StoreResult<Vec<TraceInfo>> {
-        self.write_routed(batch, &origins).await
-    }
-
-    async fn write_routed(&self, batch: WriteBatch, origins: &[Arc<Origin>]) -> StoreResult<Vec<TraceInfo>> {
+    async fn write_routed(&self, mut batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+        let origins = std::mem::take(&mut batch.origins);
         // every location is checked before anything is written
         let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
         let mut route: HashMap<String, Option<Arc<LakeSchema>>> = HashMap::new();
@@ -164,11 +154,12 @@ impl LakeStore {
             route.insert(location, schema);
         }
         if route.values().all(Option::is_none) {
+            batch.origins = origins;
             return self.control.write(batch).await;
         }
         let mut control = WriteBatch::default();
         let mut lake: BTreeMap<String, SchemaPart> = BTreeMap::new();
-        let default_origin = Arc::new(Origin::default());
+        let default_origin = Arc::new(SpanOrigin::default());
         for info in batch.infos {
             let location = location_key(&info.trace_location);
             match &route[&location] {
@@ -221,9 +212,16 @@ impl LakeStore {
         }
     }
 
-    /// Every trace of `schema` matching `query`'s filter.
-    async fn lake_hits(&self, schema: &LakeSchema, query: &TraceQuery) -> StoreResult<Vec<TraceInfo>> {
-        let infos = schema.all_infos().await?;
+    /// Every trace of `schema` matching `query`'s filter that belongs to one of `experiments`
+    /// (or to no experiment: written to the schema directly).
+    async fn lake_hits(
+        &self,
+        schema: &LakeSchema,
+        query: &TraceQuery,
+        experiments: &[String],
+    ) -> StoreResult<Vec<TraceInfo>> {
+        let infos: Vec<_> =
+            schema.all_infos().await?.into_iter().filter(|s| belongs(&s.info, experiments)).collect();
         let needs_spans = query.filter.clauses.iter().any(|c| {
             matches!(c.target, Target::Span(_) | Target::Attribute(tracelake_store::Attribute::Text))
         });
@@ -248,6 +246,12 @@ impl LakeStore {
         }
         Ok(hits)
     }
+}
+
+/// Whether a lake trace shows in a search of `experiments`: it was written to one of them, or
+/// to the schema directly (a schema's traces belong to every experiment linked to it).
+fn belongs(info: &TraceInfo, experiments: &[String]) -> bool {
+    info.trace_location.experiment_id().is_none_or(|id| experiments.iter().any(|e| e == id))
 }
 
 #[async_trait]
@@ -327,7 +331,7 @@ impl TraceStore for LakeStore {
     }
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
-        self.write_routed(batch, &[]).await
+        self.write_routed(batch).await
     }
 
     async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo> {
@@ -379,11 +383,12 @@ impl TraceStore for LakeStore {
     async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
         validate::max_results(query.max_results)?;
         let mut control_ids = Vec::new();
-        let mut schemas: BTreeMap<String, Arc<LakeSchema>> = BTreeMap::new();
+        let mut schemas: BTreeMap<String, (Arc<LakeSchema>, Vec<String>)> = BTreeMap::new();
         for experiment_id in &query.experiment_ids {
             match self.link_of(experiment_id).await? {
                 Some(key) => {
-                    schemas.entry(key.clone()).or_insert(self.lake.schema(&key).await?);
+                    let schema = self.lake.schema(&key).await?;
+                    schemas.entry(key).or_insert((schema, Vec::new())).1.push(experiment_id.clone());
                 }
                 None => control_ids.push(experiment_id.clone()),
             }
@@ -394,8 +399,8 @@ impl TraceStore for LakeStore {
         let offset = decode_page_token(query.page_token.as_deref())?;
         let mut hits =
             if control_ids.is_empty() { Vec::new() } else { self.control_hits(query, control_ids).await? };
-        for schema in schemas.values() {
-            hits.extend(self.lake_hits(schema, query).await?);
+        for (schema, experiments) in schemas.values() {
+            hits.extend(self.lake_hits(schema, query, experiments).await?);
         }
         hits.sort_by(|a, b| compare(a, b, &query.order_by));
         let total = hits.len();
@@ -424,7 +429,10 @@ impl TraceStore for LakeStore {
                     .await?
                     .into_iter()
                     .map(|s| s.info)
-                    .filter(|i| i.request_time_ms <= *max_timestamp_ms)
+                    .filter(|i| {
+                        i.request_time_ms <= *max_timestamp_ms
+                            && belongs(i, std::slice::from_ref(experiment_id))
+                    })
                     .collect();
                 old.sort_by(|a, b| (a.request_time_ms, &a.trace_id).cmp(&(b.request_time_ms, &b.trace_id)));
                 old.iter()
@@ -518,6 +526,10 @@ impl LakeAccess for LakeStore {
 
     async fn schemas(&self) -> StoreResult<Vec<String>> {
         Ok(self.lake.schemas().await.iter().map(|s| s.key().to_owned()).collect())
+    }
+
+    async fn create_schema(&self, key: &str) -> StoreResult<()> {
+        self.lake.schema(key).await.map(drop)
     }
 
     async fn link_experiment(&self, experiment_id: &str, catalog: &str, schema: &str) -> StoreResult<()> {

@@ -63,7 +63,9 @@ async fn concurrent_writers_on_one_database_merge_a_trace() {
                 )
             })
             .collect();
-        writes.push(tokio::spawn(async move { store.write(WriteBatch { infos: vec![], spans }).await }));
+        writes.push(tokio::spawn(async move {
+            store.write(WriteBatch { infos: vec![], spans, ..Default::default() }).await
+        }));
     }
     for w in writes {
         w.await.unwrap().unwrap();
@@ -98,7 +100,10 @@ async fn nul_text_and_bad_patterns_are_the_callers_errors() {
     let store = temporary().await;
     let t = TraceId::random();
     let bad = span(t, 1, None, "nul\0name", 1, 2);
-    let err = store.write(WriteBatch { infos: vec![], spans: vec![("0".into(), bad)] }).await.unwrap_err();
+    let err = store
+        .write(WriteBatch { infos: vec![], spans: vec![("0".into(), bad)], ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, tracelake_store::StoreError::InvalidArgument(_)), "{err:?}");
     assert!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().is_empty(), "nothing of the batch was kept");
 
@@ -112,7 +117,11 @@ async fn nul_text_and_bad_patterns_are_the_callers_errors() {
     let err = store.search_traces(&query).await.unwrap_err();
     assert!(matches!(err, tracelake_store::StoreError::InvalidArgument(_)), "{err:?}");
     store
-        .write(WriteBatch { infos: vec![], spans: vec![("0".into(), span(t, 1, None, "fine", 1, 2))] })
+        .write(WriteBatch {
+            infos: vec![],
+            spans: vec![("0".into(), span(t, 1, None, "fine", 1, 2))],
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().len(), 1);

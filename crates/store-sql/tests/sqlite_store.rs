@@ -86,7 +86,11 @@ async fn a_bad_pattern_is_the_callers_error() {
     let store = temporary().await;
     let t = tracelake_model::TraceId::random();
     store
-        .write(WriteBatch { infos: vec![], spans: vec![("0".into(), span(t, 1, None, "a", 1, 2))] })
+        .write(WriteBatch {
+            infos: vec![],
+            spans: vec![("0".into(), span(t, 1, None, "a", 1, 2))],
+            ..Default::default()
+        })
         .await
         .unwrap();
     for filter in ["span.name RLIKE '(unclosed'", "trace.name RLIKE '['"] {

@@ -100,11 +100,15 @@ pub fn info(
 }
 
 fn spans_batch(experiment_id: &str, spans: Vec<Span>) -> WriteBatch {
-    WriteBatch { infos: vec![], spans: spans.into_iter().map(|s| (experiment_id.to_owned(), s)).collect() }
+    WriteBatch {
+        infos: vec![],
+        spans: spans.into_iter().map(|s| (experiment_id.to_owned(), s)).collect(),
+        ..Default::default()
+    }
 }
 
 fn infos_batch(infos: Vec<TraceInfo>) -> WriteBatch {
-    WriteBatch { infos, spans: vec![] }
+    WriteBatch { infos, spans: vec![], ..Default::default() }
 }
 
 async fn search(store: &dyn TraceStore, experiment_id: &str, filter: &str) -> Vec<String> {
@@ -244,7 +248,8 @@ pub async fn a_batch_is_all_or_nothing(store: &dyn TraceStore) {
 
     let mut bad = info(t, "0", 1, 1, TraceState::Ok);
     bad.trace_id = "tr-not-hex".into();
-    let batch = WriteBatch { infos: vec![bad], spans: spans_batch("0", sample_spans(t)).spans };
+    let batch =
+        WriteBatch { infos: vec![bad], spans: spans_batch("0", sample_spans(t)).spans, ..Default::default() };
     assert!(matches!(store.write(batch).await, Err(StoreError::InvalidArgument(_))));
     assert!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().is_empty());
 }
@@ -288,7 +293,11 @@ async fn search_fixture(store: &dyn TraceStore) -> (String, Vec<String>) {
             inf.client_request_id = Some("req-4".into());
         }
         store
-            .write(WriteBatch { infos: vec![inf], spans: vec![(exp.clone(), root), (exp.clone(), child)] })
+            .write(WriteBatch {
+                infos: vec![inf],
+                spans: vec![(exp.clone(), root), (exp.clone(), child)],
+                ..Default::default()
+            })
             .await
             .unwrap();
         ids.push(t.to_mlflow_v3());
@@ -504,7 +513,7 @@ pub async fn searches_page_like_the_reference(
         })
         .collect();
     for s in [store, &reference] {
-        s.write(WriteBatch { infos: vec![], spans: spans.clone() }).await.unwrap();
+        s.write(WriteBatch { infos: vec![], spans: spans.clone(), ..Default::default() }).await.unwrap();
     }
     for &(filter, max_results) in searches {
         let mut query = TraceQuery {

@@ -9,6 +9,15 @@ use crate::store::StoreResult;
 /// The experiment tag holding the lake schema (`catalog.schema`) an experiment's traces go to.
 pub const TRACE_LOCATION_TAG: &str = "tracelake.traceLocation";
 
+/// The spans table of a lake schema.
+pub const SPANS_TABLE: &str = "mlflow_experiment_trace_otel_spans";
+/// The logs table of a lake schema.
+pub const LOGS_TABLE: &str = "mlflow_experiment_trace_otel_logs";
+/// The metrics table of a lake schema.
+pub const METRICS_TABLE: &str = "mlflow_experiment_trace_otel_metrics";
+/// The trace-info table of a lake schema: one row per version of a trace's info.
+pub const INFO_TABLE: &str = "mlflow_experiment_trace_info";
+
 /// How a SQL result is returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SqlFormat {
@@ -61,6 +70,9 @@ pub trait LakeAccess: Send + Sync + 'static {
 
     /// The schemas the lake holds, as `catalog.schema`.
     async fn schemas(&self) -> StoreResult<Vec<String>>;
+
+    /// Creates a schema's tables; an existing schema is left as it is.
+    async fn create_schema(&self, key: &str) -> StoreResult<()>;
 
     /// Sends the traces of an experiment to a lake schema from now on (creating its tables).
     async fn link_experiment(&self, experiment_id: &str, catalog: &str, schema: &str) -> StoreResult<()>;

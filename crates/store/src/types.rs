@@ -1,8 +1,9 @@
 //! What goes in and out of a store.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use tracelake_model::{Span, TraceInfo};
+use tracelake_model::{Span, SpanOrigin, TraceInfo};
 
 use crate::filter::{Filter, OrderBy};
 
@@ -54,8 +55,12 @@ pub enum ViewType {
 pub struct WriteBatch {
     /// Complete trace infos (MLflow's StartTraceV3), each in the experiment of its location.
     pub infos: Vec<TraceInfo>,
-    /// Spans, each with the experiment its trace belongs to.
+    /// Spans, each with the location its trace belongs to: an experiment id, or a lake schema
+    /// `catalog.schema`.
     pub spans: Vec<(String, Span)>,
+    /// The origin of each span (`origins[i]` for `spans[i]`); shorter than `spans` when some
+    /// are unknown.
+    pub origins: Vec<Arc<SpanOrigin>>,
 }
 
 impl WriteBatch {
@@ -69,8 +74,13 @@ impl WriteBatch {
 
     /// Adds everything of `other` to this batch (group commit merges requests this way).
     pub fn extend(&mut self, other: WriteBatch) {
+        if !other.origins.is_empty() && self.origins.len() < self.spans.len() {
+            let unknown = Arc::new(SpanOrigin::default());
+            self.origins.resize(self.spans.len(), unknown);
+        }
         self.infos.extend(other.infos);
         self.spans.extend(other.spans);
+        self.origins.extend(other.origins);
     }
 }
 

@@ -49,7 +49,7 @@ async fn fixture() -> Fixture {
     );
     inf.tags.insert("env".into(), "prod".into());
     let spans = [root, retrieve, tool].into_iter().map(|s| (experiment.clone(), s)).collect();
-    store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+    store.write(WriteBatch { infos: vec![inf], spans, ..Default::default() }).await.unwrap();
     Fixture { store, experiment, trace_id: t.to_mlflow_v3(), failing_span }
 }
 
@@ -169,7 +169,7 @@ async fn a_session_shows_its_traces_in_order() {
         inf.request_preview = Some(format!("question at {start}"));
         let spans =
             vec![(f.experiment.clone(), span(t, 1, None, "follow-up", start as u64, start as u64 + 10))];
-        f.store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+        f.store.write(WriteBatch { infos: vec![inf], spans, ..Default::default() }).await.unwrap();
     }
     let (_, list) = get(&f.store, &format!("/experiments/{}", f.experiment)).await;
     let href = format!("/experiments/{}/sessions/session-9", f.experiment);
@@ -198,7 +198,7 @@ async fn charts_show_latency_tokens_and_errors_over_time() {
         inf.trace_metadata.insert(metadata_keys::TOKEN_USAGE.into(), r#"{"total_tokens": 3}"#.into());
         let spans =
             vec![(f.experiment.clone(), span(t, 1, None, "step", start as u64, start as u64 + 20 + n))];
-        f.store.write(WriteBatch { infos: vec![inf], spans }).await.unwrap();
+        f.store.write(WriteBatch { infos: vec![inf], spans, ..Default::default() }).await.unwrap();
     }
     let (status, html) = get(&f.store, &format!("/experiments/{}/charts", f.experiment)).await;
     assert_eq!(status, StatusCode::OK);
@@ -244,7 +244,11 @@ async fn a_large_trace_opens_collapsed_and_expands_on_the_way_to_a_span() {
             ));
         }
     }
-    let batch = WriteBatch { infos: vec![], spans: spans.into_iter().map(|s| (exp.clone(), s)).collect() };
+    let batch = WriteBatch {
+        infos: vec![],
+        spans: spans.into_iter().map(|s| (exp.clone(), s)).collect(),
+        ..Default::default()
+    };
     store.write(batch).await.unwrap();
     let id = t.to_mlflow_v3();
 

@@ -112,9 +112,31 @@ impl Server {
         port: u16,
         grpc_port: u16,
     ) -> Server {
+        Server::start_with(dir, backend_store_uri, port, grpc_port, &[], &[])
+    }
+
+    /// `tracelake server` with a lake at `lake_root` beside its SQLite store (in a directory of
+    /// its own).
+    pub fn start_with_lake(lake_root: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracelake.db").display().to_string();
+        Server::start_with(Some(dir), &db, free_port(), free_port(), &["--lake-root", lake_root], env)
+    }
+
+    /// `tracelake server` with `extra` flags and environment variables.
+    pub fn start_with(
+        dir: Option<tempfile::TempDir>,
+        backend_store_uri: &str,
+        port: u16,
+        grpc_port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
             .args(["server", "--port", &port.to_string(), "--grpc-port", &grpc_port.to_string()])
             .args(["--backend-store-uri", backend_store_uri])
+            .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tracelake server");
@@ -140,6 +162,24 @@ impl Server {
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    }
+
+    /// POSTs `body` with extra headers; returns the status and body (`None` when the request
+    /// failed on the way).
+    pub fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<(u16, String)> {
+        post_to(self.port, path, content_type, headers, body)
+    }
+
+    /// Kills the server at once (SIGKILL): nothing is flushed, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Creates an experiment and returns its id.
@@ -186,4 +226,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// POSTs `body` with extra headers to the server on `port`; returns the status and body
+/// (`None` when the request failed on the way).
+pub fn post_to(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }

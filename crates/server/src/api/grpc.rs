@@ -1,5 +1,6 @@
 //! OTLP/gRPC trace ingest: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, with
-//! the experiment in the `x-mlflow-experiment-id` metadata. Same ingest path as HTTP.
+//! the experiment in the `x-mlflow-experiment-id` metadata (or a lake table in
+//! `x-tracelake-table-name`). Same ingest path as HTTP.
 
 use axum::http::StatusCode;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -9,9 +10,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::{Request, Response, Status};
-use tracelake_store::WriteBatch;
+use tracelake_store::lake::SPANS_TABLE;
 
-use super::otlp::EXPERIMENT_HEADER;
+use super::otlp::{EXPERIMENT_HEADER, TABLE_HEADER, batch_at, location};
 use crate::error::ApiError;
 use crate::ingest::IngestService;
 
@@ -19,11 +20,13 @@ use crate::ingest::IngestService;
 #[derive(Debug, Clone)]
 pub struct GrpcTraceService {
     ingest: IngestService,
+    has_lake: bool,
 }
 
 impl GrpcTraceService {
-    pub fn new(ingest: IngestService) -> Self {
-        Self { ingest }
+    /// `has_lake`: whether spans may be sent to a lake table.
+    pub fn new(ingest: IngestService, has_lake: bool) -> Self {
+        Self { ingest, has_lake }
     }
 
     /// The tonic service to mount (gzip requests accepted).
@@ -50,27 +53,17 @@ impl TraceService for GrpcTraceService {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let experiment_id = request
-            .metadata()
-            .get(EXPERIMENT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("missing required metadata {EXPERIMENT_HEADER}"))
-            })?
-            .to_owned();
+        let metadata = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok());
+        let location =
+            location(metadata(EXPERIMENT_HEADER), metadata(TABLE_HEADER), self.has_lake, SPANS_TABLE)
+                .map_err(status)?;
         let request = request.into_inner();
         if request.resource_spans.is_empty() {
             return Err(Status::invalid_argument("the request holds no resource_spans"));
         }
         let spans = tracelake_otlp::spans_from_request(&request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let batch = WriteBatch {
-            infos: vec![],
-            spans: spans.into_iter().map(|i| (experiment_id.clone(), i.span)).collect(),
-        };
-        self.ingest.write(batch).await.map_err(status)?;
+        self.ingest.write(batch_at(location, spans)).await.map_err(status)?;
         Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }

@@ -2,6 +2,7 @@
 
 mod experiments;
 pub mod grpc;
+mod lake;
 mod meta;
 pub(crate) mod otlp;
 mod runs;
@@ -50,6 +51,11 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/3.0/mlflow/traces/{trace_id}/tags", patch(traces::set_tag).delete(traces::delete_tag))
         .route("/2.0/mlflow/traces/link-to-run", post(traces::link_to_run))
         .route("/3.0/mlflow/server-info", get(meta::server_info))
+        .route("/4.0/mlflow/traces/location", post(lake::create_location))
+        .route("/4.0/mlflow/traces/{experiment_id}/link-location", post(lake::link))
+        .route("/4.0/mlflow/traces/{experiment_id}/unlink-location", post(lake::unlink))
+        .route("/2.0/tracelake/sql", get(lake::sql_get).post(lake::sql_post))
+        .route("/2.0/tracelake/lake/schemas", get(lake::schemas))
 }
 
 /// Every route of the server, over `state`.

@@ -8,12 +8,64 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flate2::read::{GzDecoder, ZlibDecoder};
 use tracelake_store::WriteBatch;
+use tracelake_store::lake::{SPANS_TABLE, parse_schema_key};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
 /// Header naming the experiment spans go to.
 pub(crate) const EXPERIMENT_HEADER: &str = "x-mlflow-experiment-id";
+/// Header naming the lake table spans go to, `catalog.schema.table` (the counterpart of
+/// Databricks' `X-Databricks-UC-Table-Name`); it wins over the experiment header.
+pub(crate) const TABLE_HEADER: &str = "x-tracelake-table-name";
+
+/// Where a request's spans go: the lake schema of the table header, or the experiment of the
+/// experiment header (`table` is the table this signal is written to).
+pub(crate) fn location(
+    experiment: Option<&str>,
+    table_name: Option<&str>,
+    has_lake: bool,
+    table: &str,
+) -> ApiResult<String> {
+    if let Some(name) = table_name.map(str::trim).filter(|v| !v.is_empty()) {
+        if !has_lake {
+            return Err(ApiError::invalid(format!(
+                "{TABLE_HEADER} {name:?}: this server keeps no lake (build it with the store-lake feature)"
+            )));
+        }
+        let parts: Vec<&str> = name.split('.').collect();
+        let [catalog, schema, given] = parts[..] else {
+            return Err(ApiError::invalid(format!(
+                "{TABLE_HEADER} {name:?}: expected <catalog>.<schema>.<table>"
+            )));
+        };
+        if given != table {
+            return Err(ApiError::invalid(format!(
+                "{TABLE_HEADER} {name:?}: this endpoint writes to table {table}, not {given}"
+            )));
+        }
+        let key = format!("{catalog}.{schema}");
+        parse_schema_key(&key).map_err(|e| ApiError::invalid(format!("{TABLE_HEADER} {name:?}: {e}")))?;
+        return Ok(key);
+    }
+    experiment.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "missing required header {EXPERIMENT_HEADER} (or {TABLE_HEADER} for a lake table)"
+        ))
+    })
+}
+
+/// Ingested spans as a write to `location`, with their origins.
+pub(crate) fn batch_at(location: String, spans: Vec<tracelake_otlp::IngestedSpan>) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    batch.spans.reserve(spans.len());
+    batch.origins.reserve(spans.len());
+    for s in spans {
+        batch.spans.push((location.clone(), s.span));
+        batch.origins.push(s.origin);
+    }
+    batch
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -60,11 +112,12 @@ pub(crate) async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let experiment_id = header_str(&headers, EXPERIMENT_HEADER)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::invalid(format!("missing required header {EXPERIMENT_HEADER}")))?
-        .to_owned();
+    let location = location(
+        header_str(&headers, EXPERIMENT_HEADER),
+        header_str(&headers, TABLE_HEADER),
+        s.lake.is_some(),
+        SPANS_TABLE,
+    )?;
     let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let encoding = match content_type.split(';').next().unwrap_or("").trim() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
@@ -92,11 +145,7 @@ pub(crate) async fn ingest(
         return Err(ApiError::invalid("the request holds no resource_spans"));
     }
     let spans = tracelake_otlp::spans_from_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let batch = WriteBatch {
-        infos: vec![],
-        spans: spans.into_iter().map(|i| (experiment_id.clone(), i.span)).collect(),
-    };
-    s.ingest.write(batch).await?;
+    s.ingest.write(batch_at(location, spans)).await?;
     // An empty ExportTraceServiceResponse, in the request's encoding.
     Ok(match encoding {
         Encoding::Protobuf => {

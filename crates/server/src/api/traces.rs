@@ -33,7 +33,7 @@ pub(crate) async fn start_trace(
         .ok_or_else(|| ApiError::invalid("missing trace.trace_info"))?;
     let info = TraceInfo::from_dict(info).map_err(|e| ApiError::invalid(e.to_string()))?;
     let trace_id = info.trace_id.clone();
-    let infos = s.ingest.write(WriteBatch { infos: vec![info], spans: vec![] }).await?;
+    let infos = s.ingest.write(WriteBatch { infos: vec![info], spans: vec![], ..Default::default() }).await?;
     let mut stored = infos
         .into_iter()
         .find(|i| i.trace_id == trace_id)
