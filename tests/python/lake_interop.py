@@ -39,9 +39,20 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter  # noqa: E402
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter  # noqa: E402
+from opentelemetry._logs import SeverityNumber  # noqa: E402
+from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
 SPANS = "mlflow_experiment_trace_otel_spans"
+LOGS = "mlflow_experiment_trace_otel_logs"
+METRICS = "mlflow_experiment_trace_otel_metrics"
 INFO = "mlflow_experiment_trace_info"
 HEADER = "x-tracelake-table-name"
 
@@ -71,6 +82,23 @@ def send(exporter, service: str, model: str) -> str:
         trace_id = format(root.get_span_context().trace_id, "032x")
     provider.shutdown()
     return trace_id
+
+
+def send_logs_and_metrics(log_exporter, metric_exporter, service: str, run: str) -> None:
+    """Two log records and a counter plus a histogram, tagged with `run`."""
+    resource = Resource.create({"service.name": service})
+    logs = LoggerProvider(resource=resource)
+    logs.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
+    logger = logs.get_logger("lake-interop", "1.2.3")
+    for level, text in [(SeverityNumber.INFO, "planning"), (SeverityNumber.ERROR, "no flights")]:
+        logger.emit(severity_number=level, severity_text=level.name, body=text, attributes={"run": run})
+    logs.shutdown()
+    reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
+    meters = MeterProvider(resource=resource, metric_readers=[reader])
+    meter = meters.get_meter("lake-interop", "1.2.3")
+    meter.create_counter("llm.calls").add(3, {"run": run})
+    meter.create_histogram("llm.latency", unit="ms").record(120.0, {"run": run})
+    meters.shutdown()
 
 
 def storage_options(root: str) -> dict[str, str]:
@@ -122,8 +150,37 @@ def main() -> None:
         checks.check(trace.info.trace_metadata.get("mlflow.trace.session") == "trip-1", "session from session.id")
         checks.check(str(trace.info.state) in ("OK", "TraceState.OK"), f"state {trace.info.state}")
 
-    # 2. the MLflow client on an experiment linked to a lake schema
     run = uuid.uuid4().hex[:8]
+    logs_table, metrics_table = f"main.agents.{LOGS}", f"main.agents.{METRICS}"
+    send_logs_and_metrics(
+        HttpLogExporter(endpoint=f"{url}/v1/logs", headers={HEADER: logs_table}),
+        HttpMetricExporter(endpoint=f"{url}/v1/metrics", headers={HEADER: metrics_table}),
+        "shop-http",
+        run,
+    )
+    send_logs_and_metrics(
+        GrpcLogExporter(endpoint=grpc_endpoint, insecure=True, headers={HEADER: logs_table}),
+        GrpcMetricExporter(endpoint=grpc_endpoint, insecure=True, headers={HEADER: metrics_table}),
+        "shop-grpc",
+        run,
+    )
+    ours_run = f"attributes['run'] = '\"{run}\"'"
+    log_rows = sql(url, f"SELECT service_name, severity_text, body FROM {logs_table} WHERE {ours_run} ORDER BY 1, 2").json()
+    checks.check(
+        [(r["service_name"], r["severity_text"], r["body"]) for r in log_rows]
+        == [(svc, sev, f'"{text}"') for svc in ("shop-grpc", "shop-http") for sev, text in (("ERROR", "no flights"), ("INFO", "planning"))],
+        f"log rows {log_rows}",
+    )
+    metric_rows = sql(
+        url, f"SELECT name, metric_type, value, count, sum FROM {metrics_table} WHERE {ours_run} ORDER BY name, service_name"
+    ).json()
+    checks.check(
+        [(r["name"], r["metric_type"], r["value"], r["count"], r["sum"]) for r in metric_rows]
+        == [("llm.calls", "sum", 3.0, None, None)] * 2 + [("llm.latency", "histogram", None, 1, 120.0)] * 2,
+        f"metric rows {metric_rows}",
+    )
+
+    # 2. the MLflow client on an experiment linked to a lake schema
     exp = client.create_experiment(f"lake-linked-{run}")
     r = requests.post(
         f"{url}/api/4.0/mlflow/traces/{exp}/link-location",
@@ -213,6 +270,10 @@ def main() -> None:
             checks.check(rows[0][5] == "TIMESTAMP WITH TIME ZONE", f"duckdb time type {rows[0][5]}")
             checks.check(rows[0][6].endswith("[]"), f"duckdb events type {rows[0][6]}")
 
+    for table, want in [(LOGS, 4), (METRICS, 4)]:
+        frame = pl.read_delta(table_uri(lake_root, "main.agents", table), storage_options=options)
+        mine = frame.filter(pl.col("attributes").map_elements(lambda m: dict(m).get("run") == f'"{run}"', return_dtype=pl.Boolean))
+        checks.check(mine.height == want, f"polars reads {mine.height} rows of {table}, want {want}")
     info = pl.read_delta(table_uri(lake_root, "main.linked", INFO), storage_options=options)
     latest = info.sort("version").group_by("trace_id").last().filter(pl.col("trace_id").is_in(list(linked_traces)))
     checks.check(latest.height == 2, f"2 traces in the info table, got {latest.height}")

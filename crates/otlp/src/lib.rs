@@ -16,6 +16,8 @@
 
 pub mod semconv;
 
+pub mod rows;
+
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -45,12 +47,21 @@ pub enum OtlpError {
 
 /// Reads an `ExportTraceServiceRequest` in protobuf.
 pub fn decode_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, OtlpError> {
-    <ExportTraceServiceRequest as prost::Message>::decode(body)
-        .map_err(|e| OtlpError::Protobuf(e.to_string()))
+    decode_protobuf_as(body)
+}
+
+/// Reads any OTLP export request (traces, logs, metrics) in protobuf.
+pub fn decode_protobuf_as<T: prost::Message + Default>(body: &[u8]) -> Result<T, OtlpError> {
+    T::decode(body).map_err(|e| OtlpError::Protobuf(e.to_string()))
 }
 
 /// Reads an `ExportTraceServiceRequest` in OTLP/JSON (ids in hex, as the spec writes them).
 pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, OtlpError> {
+    decode_json_as(body)
+}
+
+/// Reads any OTLP export request (traces, logs, metrics) in OTLP/JSON.
+pub fn decode_json_as<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, OtlpError> {
     serde_json::from_slice(body).map_err(|e| OtlpError::Json {
         line: e.line(),
         column: e.column(),

@@ -77,8 +77,10 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let state = AppState { store, lake: lake.clone(), ingest: ingest.clone(), limits };
     let grpc_task = grpc.map(|listener| {
         let service = api::grpc::GrpcTraceService::new(ingest.clone(), lake.is_some()).into_server();
+        let (logs, metrics) = api::grpc::GrpcLakeService::new(state.clone()).into_servers();
         let addr = listener.local_addr().ok();
         tracing::info!(target: "tracelake::server", "OTLP/gRPC on {}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -86,12 +88,14 @@ pub async fn serve(
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(logs)
+                .add_service(metrics)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
         })
     });
 
-    let app = router(AppState { store, lake, ingest, limits });
+    let app = router(state);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(target: "tracelake::server", "listening on http://{}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
     axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;

@@ -580,6 +580,16 @@ fn from_batches<R: for<'de> Deserialize<'de>>(what: &str, batches: &[RecordBatch
     serde_json::from_slice(&bytes).map_err(|e| bad_row(what, e))
 }
 
+/// JSON objects (keys: the columns of `table`) as one batch of it.
+pub fn rows_to_batch(table: &str, rows: &[Value]) -> StoreResult<RecordBatch> {
+    let schema =
+        schema_of(table).ok_or_else(|| StoreError::InvalidArgument(format!("no lake table {table}")))?;
+    to_batch(schema, rows).map_err(|e| match e {
+        StoreError::Internal(m) => StoreError::InvalidArgument(format!("rows for {table}: {m}")),
+        other => other,
+    })
+}
+
 /// Spans (each with its origin) as one batch of the spans table.
 pub fn spans_to_batch<'a>(
     spans: impl IntoIterator<Item = (&'a Span, &'a SpanOrigin)>,

@@ -215,6 +215,11 @@ impl LakeSchema {
         Ok(out.into_values().collect())
     }
 
+    /// The table named `name` (a short name such as `mlflow_experiment_trace_otel_logs`).
+    pub fn table(&self, name: &str) -> Option<&LakeTable> {
+        self.tables().into_iter().find(|(n, _)| *n == name).map(|(_, t)| t)
+    }
+
     /// Whether the schema holds trace `id`.
     pub(crate) async fn holds(&self, id: u128) -> bool {
         self.state.lock().await.known.contains(&id)

@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 use tracelake_model::{SpanOrigin, Trace, TraceId, TraceInfo, tag_keys};
 use tracelake_store::derive::{batch_locations, is_lake_schema, location_key};
 use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
-use tracelake_store::lake::{TRACE_LOCATION_TAG, parse_schema_key};
+use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
     DeleteTraces, Experiment, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat, SqlOutput,
     StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
@@ -526,6 +526,19 @@ impl LakeAccess for LakeStore {
 
     async fn schemas(&self) -> StoreResult<Vec<String>> {
         Ok(self.lake.schemas().await.iter().map(|s| s.key().to_owned()).collect())
+    }
+
+    async fn append_rows(&self, key: &str, table: &str, rows: &[serde_json::Value]) -> StoreResult<usize> {
+        if table == SPANS_TABLE || table == INFO_TABLE {
+            return Err(StoreError::InvalidArgument(format!("{table} is written through traces, not rows")));
+        }
+        let schema = self.lake.schema(key).await?;
+        let target = schema
+            .table(table)
+            .ok_or_else(|| StoreError::InvalidArgument(format!("no lake table {table}")))?;
+        let batch = crate::columns::rows_to_batch(table, rows)?;
+        target.append(vec![batch]).await?;
+        Ok(rows.len())
     }
 
     async fn create_schema(&self, key: &str) -> StoreResult<()> {

@@ -71,6 +71,10 @@ pub trait LakeAccess: Send + Sync + 'static {
     /// The schemas the lake holds, as `catalog.schema`.
     async fn schemas(&self) -> StoreResult<Vec<String>>;
 
+    /// Appends rows to a table of a schema (created if need be) in one commit: `rows` are
+    /// JSON objects whose keys are the table's columns (see `tracelake_otlp::rows`).
+    async fn append_rows(&self, key: &str, table: &str, rows: &[serde_json::Value]) -> StoreResult<usize>;
+
     /// Creates a schema's tables; an existing schema is left as it is.
     async fn create_schema(&self, key: &str) -> StoreResult<()>;
 

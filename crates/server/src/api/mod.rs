@@ -66,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", mlflow_routes())
         .nest("/ajax-api", mlflow_routes())
         .route("/v1/traces", post(otlp::ingest))
+        .route("/v1/logs", post(otlp::ingest_logs))
+        .route("/v1/metrics", post(otlp::ingest_metrics))
         .route("/version", get(meta::version))
         .route("/health", get(meta::health))
         .layer(DefaultBodyLimit::max(body_limit))

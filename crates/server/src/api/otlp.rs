@@ -1,4 +1,5 @@
-//! OTLP/HTTP trace ingest: `POST /v1/traces`.
+//! OTLP/HTTP ingest: `POST /v1/traces` (to an experiment or a lake table), `/v1/logs` and
+//! `/v1/metrics` (to lake tables).
 
 use std::io::Read;
 
@@ -7,8 +8,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flate2::read::{GzDecoder, ZlibDecoder};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracelake_store::WriteBatch;
-use tracelake_store::lake::{SPANS_TABLE, parse_schema_key};
+use tracelake_store::lake::{LOGS_TABLE, METRICS_TABLE, SPANS_TABLE, parse_schema_key};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -107,18 +111,9 @@ fn decompress(body: &[u8], encoding: &str, limit: usize) -> ApiResult<Vec<u8>> {
     Ok(out)
 }
 
-pub(crate) async fn ingest(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let location = location(
-        header_str(&headers, EXPERIMENT_HEADER),
-        header_str(&headers, TABLE_HEADER),
-        s.lake.is_some(),
-        SPANS_TABLE,
-    )?;
-    let content_type = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
+/// A request body as sent, decompressed, with its encoding.
+fn read_body(s: &AppState, headers: &HeaderMap, body: Bytes) -> ApiResult<(Encoding, Vec<u8>)> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let encoding = match content_type.split(';').next().unwrap_or("").trim() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
         "application/json" => Encoding::Json,
@@ -132,25 +127,129 @@ pub(crate) async fn ingest(
             ));
         }
     };
-    let body = match header_str(&headers, header::CONTENT_ENCODING.as_str()).map(str::trim) {
+    let body = match header_str(headers, header::CONTENT_ENCODING.as_str()).map(str::trim) {
         None | Some("") | Some("identity") => body.to_vec(),
         Some(enc) => decompress(&body, &enc.to_ascii_lowercase(), s.limits.max_decompressed_bytes)?,
     };
-    let request = match encoding {
-        Encoding::Protobuf => tracelake_otlp::decode_protobuf(&body),
-        Encoding::Json => tracelake_otlp::decode_json(&body),
+    Ok((encoding, body))
+}
+
+/// An OTLP export request of type `T` in `encoding`.
+fn decode<T: prost::Message + Default + serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> ApiResult<T> {
+    match encoding {
+        Encoding::Protobuf => tracelake_otlp::decode_protobuf_as(body),
+        Encoding::Json => tracelake_otlp::decode_json_as(body),
     }
-    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// An empty export response (every OTLP response message is empty on success), in the
+/// request's encoding.
+fn accepted(encoding: Encoding) -> Response {
+    match encoding {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new()).into_response()
+        }
+        Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+    }
+}
+
+pub(crate) async fn ingest(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let location = location(
+        header_str(&headers, EXPERIMENT_HEADER),
+        header_str(&headers, TABLE_HEADER),
+        s.lake.is_some(),
+        SPANS_TABLE,
+    )?;
+    let (encoding, body) = read_body(&s, &headers, body)?;
+    let request: ExportTraceServiceRequest = decode(encoding, &body)?;
     if request.resource_spans.is_empty() {
         return Err(ApiError::invalid("the request holds no resource_spans"));
     }
     let spans = tracelake_otlp::spans_from_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
     s.ingest.write(batch_at(location, spans)).await?;
-    // An empty ExportTraceServiceResponse, in the request's encoding.
-    Ok(match encoding {
-        Encoding::Protobuf => {
-            ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new()).into_response()
-        }
-        Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+    Ok(accepted(encoding))
+}
+
+/// The lake schema a logs or metrics request goes to: the table header's, or that of the
+/// experiment the experiment header names when it is linked to one.
+pub(crate) async fn lake_schema_for(
+    s: &AppState,
+    experiment: Option<&str>,
+    table_name: Option<&str>,
+    table: &str,
+) -> ApiResult<String> {
+    let location = location(experiment, table_name, s.lake.is_some(), table)?;
+    if tracelake_store::derive::is_lake_schema(&location) {
+        return Ok(location);
+    }
+    let lake = s.lake.as_ref().ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{table}: this server keeps no lake (build it with the store-lake feature)"
+        ))
+    })?;
+    s.store.get_experiment(&location).await?;
+    lake.experiment_link(&location).await?.ok_or_else(|| {
+        ApiError::invalid(format!(
+            "experiment {location} is not linked to a lake schema: logs and metrics go to lake tables \
+             (send {TABLE_HEADER}, or link the experiment with /api/4.0/mlflow/traces/{location}/link-location)"
+        ))
     })
+}
+
+/// Writes rows of a logs or metrics request to `table` of `key`; returns how many.
+pub(crate) async fn append(
+    s: &AppState,
+    key: &str,
+    table: &str,
+    rows: Vec<serde_json::Value>,
+) -> ApiResult<usize> {
+    let lake = s.lake.as_ref().ok_or_else(|| ApiError::invalid("this server keeps no lake"))?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(lake.append_rows(key, table, &rows).await?)
+}
+
+pub(crate) async fn ingest_logs(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let key = lake_schema_for(
+        &s,
+        header_str(&headers, EXPERIMENT_HEADER),
+        header_str(&headers, TABLE_HEADER),
+        LOGS_TABLE,
+    )
+    .await?;
+    let (encoding, body) = read_body(&s, &headers, body)?;
+    let request: ExportLogsServiceRequest = decode(encoding, &body)?;
+    append(&s, &key, LOGS_TABLE, tracelake_otlp::rows::log_rows(&request)).await?;
+    Ok(accepted(encoding))
+}
+
+pub(crate) async fn ingest_metrics(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let key = lake_schema_for(
+        &s,
+        header_str(&headers, EXPERIMENT_HEADER),
+        header_str(&headers, TABLE_HEADER),
+        METRICS_TABLE,
+    )
+    .await?;
+    let (encoding, body) = read_body(&s, &headers, body)?;
+    let request: ExportMetricsServiceRequest = decode(encoding, &body)?;
+    append(&s, &key, METRICS_TABLE, tracelake_otlp::rows::metric_rows(&request)).await?;
+    Ok(accepted(encoding))
 }
