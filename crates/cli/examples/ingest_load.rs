@@ -8,12 +8,15 @@
 //!     --concurrency 8 --span-bytes 1000
 //! ```
 //!
-//! `--spans-per-trace` (default 10) sets the trace size; a trace may span batches, so
+//! Child spans are LLM calls with `gen_ai.request.model` (one of four) and token usage;
+//! `--trace-spacing-ms` (default 1) spreads the traces' start times (over days, for the lake's
+//! date partitions). `--spans-per-trace` (default 10) sets the trace size; a trace may span batches, so
 //! `--batches 100 --spans-per-trace 10000` writes one trace of 10,000 spans. Root spans are named
 //! `trace-<n mod 1000>`, which gives `query_load` a tag (`mlflow.traceName`) matching 0.1% of traces.
 //!
 //! Works against `tracelake server` and `mlflow server` alike (both take
-//! `x-mlflow-experiment-id`).
+//! `x-mlflow-experiment-id`). `--table catalog.schema` sends to a tracelake lake schema instead
+//! (`x-tracelake-table-name`).
 #![allow(clippy::print_stdout, reason = "a command-line tool reporting its measurements")]
 
 #[path = "support/flags.rs"]
@@ -32,46 +35,58 @@ use tracelake_model::{Attributes, Span, SpanId, SpanKind, SpanStatus, TraceId, k
 struct Args {
     url: String,
     experiment: String,
+    /// A lake schema `catalog.schema`: spans go to its spans table by header instead.
+    table: Option<String>,
     batches: u64,
     spans_per_batch: usize,
     concurrency: usize,
     span_bytes: usize,
     spans_per_trace: u64,
     rate: Option<f64>,
+    /// Milliseconds between the starts of consecutive traces.
+    trace_spacing_ms: u64,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         url: "http://127.0.0.1:5000".into(),
         experiment: "0".into(),
+        table: None,
         batches: 1000,
         spans_per_batch: 100,
         concurrency: 8,
         span_bytes: 1000,
         spans_per_trace: 10,
         rate: None,
+        trace_spacing_ms: 1,
     };
     for (flag, value) in flags::pairs()? {
         match flag.as_str() {
             "--url" => a.url = value,
             "--experiment" => a.experiment = value,
+            "--table" => a.table = Some(format!("{value}.mlflow_experiment_trace_otel_spans")),
             "--batches" => a.batches = value.parse()?,
             "--spans-per-batch" => a.spans_per_batch = value.parse()?,
             "--concurrency" => a.concurrency = value.parse()?,
             "--span-bytes" => a.span_bytes = value.parse()?,
             "--spans-per-trace" => a.spans_per_trace = value.parse::<u64>()?.max(1),
             "--rate" => a.rate = Some(value.parse()?),
+            "--trace-spacing-ms" => a.trace_spacing_ms = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(a)
 }
 
+/// The models LLM spans name (`gen_ai.request.model`), by trace.
+const MODELS: [&str; 4] = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"];
+
 /// Batch `n`: spans `n * spans` onwards of a run of traces of `args.spans_per_trace` spans each
 /// (a root and its children), each span padded to about `span_bytes` with an inputs payload.
 /// Ids are derived from `run` and the span's index, so a trace continues across batches.
 fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
-    let payload = "x".repeat(args.span_bytes.saturating_sub(300));
+    let payload = "x".repeat(args.span_bytes.saturating_sub(380));
+    let spacing = args.trace_spacing_ms * 1_000_000;
     let per_trace = args.spans_per_trace;
     let mut out = Vec::with_capacity(args.spans_per_batch);
     for i in n * args.spans_per_batch as u64..(n + 1) * args.spans_per_batch as u64 {
@@ -80,6 +95,11 @@ fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
         let span_id = |k: u64| SpanId::from_bytes(&((t << 20) ^ (k + 1)).to_be_bytes()).expect("8 bytes");
         let mut attributes = Attributes::new();
         attributes.insert(keys::SPAN_TYPE, if k == 0 { "CHAIN" } else { "LLM" });
+        if k != 0 {
+            attributes.insert("gen_ai.request.model", MODELS[(t % MODELS.len() as u64) as usize]);
+            attributes.insert("gen_ai.usage.input_tokens", &(100 + t % 50));
+            attributes.insert("gen_ai.usage.output_tokens", &(20 + k));
+        }
         attributes.insert(keys::INPUTS, &json!({"prompt": payload}));
         attributes.insert(keys::OUTPUTS, &json!({"answer": "ok"}));
         out.push(Span {
@@ -88,9 +108,9 @@ fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
             parent_id: (k != 0).then(|| span_id(0)),
             name: if k == 0 { format!("trace-{}", t % 1000) } else { format!("step-{k}") }.into(),
             kind: SpanKind::Internal,
-            // traces one millisecond apart, so they have distinct timestamps to order by
-            start_time_unix_nano: 1_700_000_000_000_000_000 + t * 1_000_000 + k * 1_000,
-            end_time_unix_nano: Some(1_700_000_000_000_000_000 + t * 1_000_000 + k * 1_000 + 500),
+            // traces `--trace-spacing-ms` apart, so they have distinct timestamps to order by
+            start_time_unix_nano: 1_700_000_000_000_000_000 + t * spacing + k * 1_000,
+            end_time_unix_nano: Some(1_700_000_000_000_000_000 + t * spacing + k * 1_000 + 500),
             status: SpanStatus::ok(),
             attributes,
             events: vec![],
@@ -117,7 +137,10 @@ fn main() -> anyhow::Result<()> {
                 let mut conn = http::Connection::open(&args.url)?;
                 let headers = [
                     ("Content-Type", "application/x-protobuf"),
-                    ("x-mlflow-experiment-id", &*args.experiment),
+                    match &args.table {
+                        Some(table) => ("x-tracelake-table-name", table.as_str()),
+                        None => ("x-mlflow-experiment-id", args.experiment.as_str()),
+                    },
                 ];
                 let mut latencies = Vec::new();
                 loop {

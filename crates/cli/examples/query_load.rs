@@ -7,6 +7,8 @@
 //!     --experiment 0 --filter "tags.\`mlflow.traceName\` = 'trace-7'" --requests 200
 //! cargo run --release -p tracelake-cli --example query_load -- --url http://127.0.0.1:5000 \
 //!     --trace-id tr-... --requests 20
+//! cargo run --release -p tracelake-cli --example query_load -- --url http://127.0.0.1:5000 \
+//!     --sql "SELECT count(*) FROM main.bench.mlflow_experiment_trace_otel_spans" --requests 5
 //! ```
 //!
 //! Traces to read are written with `ingest_load`. Works against `mlflow server` too.
@@ -28,6 +30,8 @@ struct Args {
     filter: String,
     max_results: u32,
     trace_id: Option<String>,
+    /// A SQL statement for the lake's endpoint instead.
+    sql: Option<String>,
     requests: usize,
 }
 
@@ -38,6 +42,7 @@ fn parse_args() -> anyhow::Result<Args> {
         filter: String::new(),
         max_results: 100,
         trace_id: None,
+        sql: None,
         requests: 100,
     };
     for (flag, value) in flags::pairs()? {
@@ -47,6 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--filter" => a.filter = value,
             "--max-results" => a.max_results = value.parse()?,
             "--trace-id" => a.trace_id = Some(value),
+            "--sql" => a.sql = Some(value),
             "--requests" => a.requests = value.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
@@ -65,9 +71,12 @@ fn count(answer: &Value) -> usize {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let mut conn = http::Connection::open(&args.url)?;
-    let (method, path, body) = match &args.trace_id {
-        Some(id) => ("GET", format!("/api/3.0/mlflow/traces/get?trace_id={id}"), Vec::new()),
-        None => {
+    let (method, path, body) = match (&args.trace_id, &args.sql) {
+        (_, Some(sql)) => {
+            ("POST", "/api/2.0/tracelake/sql".to_owned(), serde_json::to_vec(&json!({ "query": sql }))?)
+        }
+        (Some(id), None) => ("GET", format!("/api/3.0/mlflow/traces/get?trace_id={id}"), Vec::new()),
+        (None, None) => {
             let search = json!({
                 "locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": args.experiment}}],
                 "filter": args.filter, "max_results": args.max_results, "order_by": ["timestamp_ms DESC"],
@@ -86,7 +95,9 @@ fn main() -> anyhow::Result<()> {
             bail!("{method} {path} answered {status}: {}", String::from_utf8_lossy(&answer));
         }
         if found.is_none() {
-            found = Some(count(&serde_json::from_slice(&answer)?));
+            let answer: Value = serde_json::from_slice(&answer)?;
+            found =
+                Some(if args.sql.is_some() { answer.as_array().map_or(0, Vec::len) } else { count(&answer) });
         }
     }
     latencies.sort();
@@ -97,7 +108,12 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "request": if args.trace_id.is_some() { "get_trace" } else { "search_traces" },
+            "request": match (&args.trace_id, &args.sql) {
+                (_, Some(_)) => "sql",
+                (Some(_), None) => "get_trace",
+                (None, None) => "search_traces",
+            },
+            "sql": args.sql,
             "filter": args.filter, "requests": args.requests, "items_in_first_answer": found,
             "latency_ms": {"p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "max": ms(1.0)},
         })

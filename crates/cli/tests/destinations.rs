@@ -12,22 +12,26 @@ use serde_json::Value;
 use support::{Server, free_port, python, repo};
 use tracelake::{Destination, FutureExt as _, SpanType};
 
-/// The instrumented example program (`examples/instrumented_app.rs`), built on first use.
+/// The instrumented example program (`examples/instrumented_app.rs`): as `cargo nextest run
+/// --workspace --all-targets` (scripts/test) built it, or built here when it is missing. (Building
+/// it from inside a test always would rebuild the lake's dependencies: a cargo started by a test
+/// sees other variables than one started from a shell.) After editing the example, build it
+/// with `cargo build --workspace --all-targets`.
 fn app() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            // The same selection `scripts/test` builds, so that after it this is a no-op (a
-            // narrower one would unify features differently and rebuild the dependencies).
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "--workspace", "--all-targets"])
-                .current_dir(repo())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the instrumented example failed");
             // This test runs from <target>/<profile>/deps; examples sit beside deps.
             let exe = std::env::current_exe().unwrap();
             let path = exe.parent().unwrap().parent().unwrap().join("examples/instrumented_app");
+            if !path.exists() {
+                let status = Command::new(env!("CARGO"))
+                    .args(["build", "--quiet", "--workspace", "--all-targets"])
+                    .current_dir(repo())
+                    .status()
+                    .expect("run cargo build");
+                assert!(status.success(), "building the instrumented example failed");
+            }
             assert!(path.exists(), "{} is missing", path.display());
             path
         })
@@ -290,5 +294,32 @@ fn bad_configuration_fails_at_start_naming_the_variable_and_the_value() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{vars:?} should be refused; stderr: {stderr}");
         assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_same_program_sends_to_a_lake_schema_through_the_server() {
+    let lake = tempfile::tempdir().unwrap();
+    let server = Server::start_with_lake(&lake.path().display().to_string(), &[]);
+    let st = stats(&run_app(&[
+        ("MLFLOW_TRACKING_URI", &server.url()),
+        ("MLFLOW_TRACING_DESTINATION", "main.sdk"),
+        ("TRACELAKE_APP_TRACES", "4"),
+    ]));
+    assert_eq!((st["exported_traces"].as_u64(), st["dropped_traces"].as_u64()), (Some(4), Some(0)), "{st}");
+    let query = serde_json::json!({
+        "query": "SELECT trace_id, count(*) AS spans, max(service_name) AS service \
+                  FROM main.sdk.mlflow_experiment_trace_otel_spans GROUP BY trace_id ORDER BY trace_id"
+    });
+    let answer = server.post_json("/api/2.0/tracelake/sql", &query.to_string()).unwrap();
+    let rows: Value = serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{answer}");
+    // each trace reads back through the REST API under its lake id
+    for row in rows {
+        assert!(row["spans"].as_u64().unwrap() >= 3, "{row}");
+        let id = format!("trace:%2Fmain.sdk%2F{}", row["trace_id"].as_str().unwrap());
+        let got = server.get(&format!("/api/3.0/mlflow/traces/{id}")).unwrap();
+        assert!(got.contains("200 OK") && got.contains("\"state\":\"OK\""), "{got}");
     }
 }

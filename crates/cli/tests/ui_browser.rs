@@ -212,7 +212,7 @@ fn seed(server: &Server) {
         .unwrap()
         .join("examples/instrumented_app");
     assert!(app.exists(), "{} is missing: build with --all-targets", app.display());
-    let out = Command::new(app)
+    let out = Command::new(&app)
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -245,12 +245,24 @@ print("ok: seeded")
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Spans in a lake schema, through the server.
+    let out = Command::new(&app)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MLFLOW_TRACKING_URI", server.url())
+        .env("MLFLOW_TRACING_DESTINATION", "main.browser")
+        .env("TRACELAKE_APP_TRACES", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = repo();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
-    let server = Server::start();
+    let lake = tempfile::tempdir().unwrap();
+    let server = Server::start_with_lake(&lake.path().display().to_string(), &[]);
     seed(&server);
     let b = Browser::start().await;
 
@@ -338,6 +350,37 @@ async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     let delete = b.find("button[aria-label='Delete tag reviewed']").await;
     b.click(&delete).await;
     b.wait_text("section[aria-labelledby=tags-heading]", |t| !t.contains("reviewed")).await;
+
+    // The lake on the SQL page: a query and its table, then a bad query and its position.
+    b.click(&b.link_with_text("header a", "SQL").await).await;
+    b.wait_text("h1", |t| t == "SQL").await;
+    let query = "SELECT name, count(*) AS spans FROM main.browser.mlflow_experiment_trace_otel_spans \
+                 GROUP BY name ORDER BY name";
+    b.type_into(&b.find("textarea#q").await, query).await;
+    b.click(&b.link_with_text("form button", "Run").await).await;
+    let caption = b.wait_text("caption", |t| t.contains("rows")).await;
+    let rows = b.find_all("tbody tr").await;
+    assert!(rows.len() >= 3, "{caption}: one row per span name");
+    let table = b.text(&b.find("table").await).await;
+    assert!(table.contains("answer 2"), "two traces, one root span each: {table}");
+    b.screenshot("8-sql").await;
+    b.type_into(&b.find("textarea#q").await, "SELECT name FROM t WHERE )").await;
+    b.click(&b.link_with_text("form button", "Run").await).await;
+    let alert = b.wait_text("[role=alert]", |_| true).await;
+    assert!(alert.contains("Line: 1, Column: 26"), "the engine's position: {alert}");
+    b.screenshot("9-sql-error").await;
+    // A lake trace opens like any other.
+    b.type_into(
+        &b.find("textarea#q").await,
+        "SELECT DISTINCT trace_id FROM main.browser.mlflow_experiment_trace_otel_spans",
+    )
+    .await;
+    b.click(&b.link_with_text("form button", "Run").await).await;
+    b.wait_text("caption", |t| t.starts_with("2 rows")).await;
+    let hex = b.text(&b.find("tbody td").await).await;
+    b.open(&format!("{}/traces/trace:%2Fmain.browser%2F{hex}", server.url())).await;
+    assert_eq!(b.find_all("[role=treeitem]").await.len(), 5, "the lake trace's tree");
+    b.screenshot("10-lake-trace").await;
 
     b.session("DELETE", "", Value::Null).await;
 }

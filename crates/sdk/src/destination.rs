@@ -53,7 +53,8 @@ use parking_lot::RwLock;
 use tracelake_model::TraceLocation;
 
 use crate::settings::{
-    Auth, ConfigError, DEFAULT_TRACE_DIRECTORY, DeliverySettings, OtlpSettings, Settings, TrackingUri,
+    Auth, ConfigError, DEFAULT_TRACE_DIRECTORY, DeliverySettings, OtlpProtocol, OtlpSettings, Settings,
+    TrackingUri,
 };
 
 /// An MLflow experiment, by id or by name (a name is looked up, or created, on the server
@@ -203,11 +204,7 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
             Route::new(vec![server_sink(&uri)], Some(experiment.clone()), settings)
         }
         Destination::LakeSchema { catalog, schema } => {
-            // The lake (store-lake) is not built yet: say so rather than send spans to a server
-            // that cannot store them.
-            let sink = Sink::Unusable(format!(
-                "lake schema {catalog}.{schema}: lake destinations are not available in this version"
-            ));
+            let sink = lake_sink(catalog, schema, &default_uri(), settings);
             let mut route = Route::new(vec![sink], None, settings);
             route.location = Arc::new(TraceLocation::uc_schema(catalog.clone(), schema.clone()));
             route
@@ -222,6 +219,36 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
     }
     route
 }
+
+/// How spans reach lake schema `catalog.schema`: through the tracelake server at the tracking
+/// URI, over OTLP/HTTP with the table header (the server writes them to the schema's spans
+/// table and derives the trace infos).
+fn lake_sink(catalog: &str, schema: &str, uri: &TrackingUri, settings: &Settings) -> Sink {
+    match uri {
+        TrackingUri::Server(url) => {
+            let mut otlp = OtlpSettings::new(
+                format!("{}/v1/traces", url.trim_end_matches('/')),
+                OtlpProtocol::HttpProtobuf,
+            );
+            otlp.headers.push((LAKE_TABLE_HEADER.into(), format!("{catalog}.{schema}.{LAKE_SPANS_TABLE}")));
+            if let Some(auth) = &settings.auth {
+                otlp.headers.push(("authorization".into(), auth.header_value()));
+            }
+            otlp.gzip = true;
+            otlp.resource = settings.resource.as_ref().clone();
+            Sink::Otlp(otlp)
+        }
+        TrackingUri::Directory(dir) => Sink::Unusable(format!(
+            "lake schema {catalog}.{schema}: the tracking URI is the directory {}; lake schemas are written \
+             through a tracelake server (MLFLOW_TRACKING_URI=http://...)",
+            dir.display()
+        )),
+    }
+}
+
+/// The header naming the lake table spans go to, and the spans table of a schema.
+const LAKE_TABLE_HEADER: &str = "x-tracelake-table-name";
+const LAKE_SPANS_TABLE: &str = "mlflow_experiment_trace_otel_spans";
 
 /// The route of traces with no explicit destination: what the environment says.
 fn route_from_env(settings: &Settings) -> Route {
@@ -421,10 +448,22 @@ mod tests {
         assert_eq!(sinks(&r), vec![Sink::Server { uri: server.into(), auth: None }]);
         assert_eq!(r.location.experiment_id(), Some("9"));
 
+        // A lake schema goes through the tracking server, by the table header...
         let s = settings(&[("MLFLOW_TRACKING_URI", server), ("MLFLOW_TRACING_DESTINATION", "main.agents")]);
         let r = route_from_env(&s);
-        assert!(matches!(&*r.sinks[0], Sink::Unusable(why) if why.contains("main.agents")));
+        let Sink::Otlp(otlp) = &*r.sinks[0] else { panic!("{:?}", r.sinks) };
+        assert_eq!(otlp.endpoint, format!("{server}/v1/traces"));
+        assert_eq!(otlp.protocol, OtlpProtocol::HttpProtobuf);
+        let table = (
+            "x-tracelake-table-name".to_owned(),
+            "main.agents.mlflow_experiment_trace_otel_spans".to_owned(),
+        );
+        assert_eq!(otlp.headers, vec![table]);
         assert_eq!(r.location.type_name(), "UC_SCHEMA");
+        // ... and a local tracking directory cannot take one.
+        let s = settings(&[("MLFLOW_TRACKING_URI", "/tmp/x"), ("MLFLOW_TRACING_DESTINATION", "main.agents")]);
+        let r = route_from_env(&s);
+        assert!(matches!(&*r.sinks[0], Sink::Unusable(why) if why.contains("main.agents")));
     }
 
     #[test]

@@ -240,6 +240,13 @@ pub fn encode(schema: &Arc<Schema>, batches: &[RecordBatch], format: SqlFormat) 
             }
         }
         SqlFormat::Csv => {
+            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "CSV cannot hold column {:?} ({}): select scalar columns (e.g. attributes['key']) or ask for json or arrow",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
             let mut writer = deltalake::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
             if batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(schema.clone())).map_err(failed)?;

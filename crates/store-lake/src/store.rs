@@ -141,7 +141,10 @@ impl LakeStore {
         let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
         let mut route: HashMap<String, Option<Arc<LakeSchema>>> = HashMap::new();
         for location in batch_locations(&batch)? {
-            if !is_lake_schema(&location) {
+            let schema = self.schema_for_location(&location).await?;
+            // the tracking store checks its own experiments; those routed to the lake are
+            // checked here (and give their artifact locations to the infos)
+            if schema.is_some() && !is_lake_schema(&location) {
                 let experiment = self.control.get_experiment(&location).await?;
                 if experiment.lifecycle_stage != LifecycleStage::Active {
                     return Err(StoreError::InvalidState(format!(
@@ -150,7 +153,6 @@ impl LakeStore {
                 }
                 experiments.insert(location.clone(), experiment);
             }
-            let schema = self.schema_for_location(&location).await?;
             route.insert(location, schema);
         }
         if route.values().all(Option::is_none) {

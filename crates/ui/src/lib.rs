@@ -18,7 +18,9 @@ use axum::routing::{get, post};
 use maud::Markup;
 use serde::Deserialize;
 use tracelake_model::TraceInfo;
-use tracelake_store::{StoreError, TraceQuery, TraceStore, ViewType, parse_filter, parse_order_by};
+use tracelake_store::{
+    LakeAccess, SqlFormat, StoreError, TraceQuery, TraceStore, ViewType, parse_filter, parse_order_by,
+};
 
 /// Traces shown per page of a list.
 pub const PAGE_SIZE: usize = 50;
@@ -26,10 +28,11 @@ pub const PAGE_SIZE: usize = 50;
 #[derive(Clone)]
 struct Ui {
     store: Arc<dyn TraceStore>,
+    lake: Option<Arc<dyn LakeAccess>>,
 }
 
 /// The UI's routes, over `store`.
-pub fn router(store: Arc<dyn TraceStore>) -> Router {
+pub fn router(store: Arc<dyn TraceStore>, lake: Option<Arc<dyn LakeAccess>>) -> Router {
     Router::new()
         .route("/", get(experiments))
         .route("/experiments/{id}", get(traces))
@@ -38,7 +41,8 @@ pub fn router(store: Arc<dyn TraceStore>) -> Router {
         .route("/traces/{id}", get(trace))
         .route("/traces/{id}/tags", post(set_tag))
         .route("/traces/{id}/tags/delete", post(delete_tag))
-        .with_state(Ui { store })
+        .route("/sql", get(sql))
+        .with_state(Ui { store, lake })
 }
 
 /// A page that could not be shown: the status MLflow's API would answer, and why.
@@ -148,6 +152,40 @@ async fn charts(State(ui): State<Ui>, Path(id): Path<String>) -> Result<Markup, 
     let query = TraceQuery { experiment_ids: vec![id], max_results: 500, ..TraceQuery::default() };
     let (traces, _) = search_up_to(&*ui.store, query, CHART_TRACES).await?;
     Ok(pages::charts(&experiment, &traces))
+}
+
+/// Rows a SQL result shows at most.
+pub const MAX_SQL_ROWS: usize = 1_000;
+
+#[derive(Debug, Default, Deserialize)]
+struct SqlQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// The SQL page: a query over the lake's tables and its result as a table; a bad query
+/// answers 400 with the engine's message (and position) beside the query.
+async fn sql(State(ui): State<Ui>, Query(q): Query<SqlQuery>) -> Result<Response, PageError> {
+    let Some(lake) = &ui.lake else {
+        return Err(PageError(StatusCode::NOT_FOUND, "this server keeps no lake".into()));
+    };
+    let schemas = lake.schemas().await?;
+    let query = q.q.trim();
+    if query.is_empty() {
+        return Ok(pages::sql(&schemas, "", None).into_response());
+    }
+    match lake.sql(query, SqlFormat::Json).await {
+        Ok(out) => {
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&out.body)
+                .map_err(|e| PageError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let result = pages::SqlResult { columns: out.columns, rows, limit: MAX_SQL_ROWS };
+            Ok(pages::sql(&schemas, query, Some(Ok(&result))).into_response())
+        }
+        Err(StoreError::InvalidArgument(message)) => {
+            Ok((StatusCode::BAD_REQUEST, pages::sql(&schemas, query, Some(Err(&message)))).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Traces the charts are drawn from at most: the latest ones.

@@ -77,7 +77,7 @@ fn layout(title: &str, body: Markup) -> Markup {
                 style { (PreEscaped(STYLE)) }
             }
             body {
-                header.top { nav aria-label="Site" { a href="/" { "tracelake" } } }
+                header.top { nav aria-label="Site" { a href="/" { "tracelake" } " " a href="/sql" { "SQL" } } }
                 main { (body) }
                 script { (PreEscaped(TREE_KEYS)) }
             }
@@ -92,6 +92,75 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Markup {
             h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
             p.error role="alert" { (message) }
             p { a href="/" { "Back to the experiments" } }
+        },
+    )
+}
+
+/// A SQL result to show.
+pub(crate) struct SqlResult {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Rows shown at most.
+    pub(crate) limit: usize,
+}
+
+/// A cell of a SQL result: strings as they are, everything else as JSON.
+fn sql_cell(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub(crate) fn sql(schemas: &[String], query: &str, result: Option<Result<&SqlResult, &str>>) -> Markup {
+    let example = schemas.first().map_or_else(
+        || "SELECT 1".to_owned(),
+        |s| format!("SELECT name, count(*) AS spans FROM {s}.mlflow_experiment_trace_otel_spans GROUP BY name ORDER BY spans DESC"),
+    );
+    layout(
+        "SQL",
+        html! {
+            h1 { "SQL" }
+            p.muted { "One read-only statement over the lake's tables, named " code { "catalog.schema.table" } "." }
+            form method="get" action="/sql" {
+                label for="q" { "Query" }
+                textarea #q name="q" rows="5" cols="100" spellcheck="false" aria-describedby=[result.and_then(|r| r.err()).map(|_| "sql-error")] {
+                    (if query.is_empty() { example.as_str() } else { query })
+                }
+                button type="submit" { "Run" }
+            }
+            @match result {
+                Some(Err(message)) => p #sql-error .error role="alert" { (message) },
+                Some(Ok(r)) => {
+                    table {
+                        caption.muted {
+                            (r.rows.len()) " rows"
+                            @if r.rows.len() > r.limit { " (the first " (r.limit) " shown)" }
+                        }
+                        thead { tr { @for c in &r.columns { th scope="col" { (c) } } } }
+                        tbody {
+                            @for row in r.rows.iter().take(r.limit) {
+                                tr { @for c in &r.columns { td { (sql_cell(row.get(c))) } } }
+                            }
+                        }
+                    }
+                },
+                None => {},
+            }
+            h2 { "Tables" }
+            @if schemas.is_empty() {
+                p { "The lake holds no schema yet: send spans with the header " code { "X-Tracelake-Table-Name" } "." }
+            } @else {
+                ul {
+                    @for s in schemas {
+                        @for t in ["mlflow_experiment_trace_otel_spans", "mlflow_experiment_trace_otel_logs", "mlflow_experiment_trace_otel_metrics", "mlflow_experiment_trace_info"] {
+                            @let name = format!("{s}.{t}");
+                            li { a href={ "/sql?q=" (encode(&format!("SELECT * FROM {name} LIMIT 100"))) } { code { (name) } } }
+                        }
+                    }
+                }
+            }
         },
     )
 }

@@ -54,7 +54,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn get(store: &Arc<InMemoryStore>, uri: &str) -> (StatusCode, String) {
-    let app = tracelake_ui::router(store.clone());
+    let app = tracelake_ui::router(store.clone(), None);
     let response = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -62,7 +62,7 @@ async fn get(store: &Arc<InMemoryStore>, uri: &str) -> (StatusCode, String) {
 }
 
 async fn post_form(store: &Arc<InMemoryStore>, uri: &str, form: &str) -> (StatusCode, Option<String>) {
-    let app = tracelake_ui::router(store.clone());
+    let app = tracelake_ui::router(store.clone(), None);
     let request = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form.to_owned()))

@@ -61,7 +61,7 @@ fn mlflow_routes() -> Router<AppState> {
 /// Every route of the server, over `state`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    let ui = tracelake_ui::router(state.store.clone());
+    let ui = tracelake_ui::router(state.store.clone(), state.lake.clone());
     Router::new()
         .nest("/api", mlflow_routes())
         .nest("/ajax-api", mlflow_routes())
