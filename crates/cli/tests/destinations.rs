@@ -12,30 +12,9 @@ use serde_json::Value;
 use support::{Server, free_port, python, repo};
 use tracelake::{Destination, FutureExt as _, SpanType};
 
-/// The instrumented example program (`examples/instrumented_app.rs`): as `cargo nextest run
-/// --workspace --all-targets` (scripts/test) built it, or built here when it is missing. (Building
-/// it from inside a test always would rebuild the lake's dependencies: a cargo started by a test
-/// sees other variables than one started from a shell.) After editing the example, build it
-/// with `cargo build --workspace --all-targets`.
+/// The instrumented example program (`examples/instrumented_app.rs`).
 fn app() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // This test runs from <target>/<profile>/deps; examples sit beside deps.
-            let exe = std::env::current_exe().unwrap();
-            let path = exe.parent().unwrap().parent().unwrap().join("examples/instrumented_app");
-            if !path.exists() {
-                let status = Command::new(env!("CARGO"))
-                    .args(["build", "--quiet", "--workspace", "--all-targets"])
-                    .current_dir(repo())
-                    .status()
-                    .expect("run cargo build");
-                assert!(status.success(), "building the instrumented example failed");
-            }
-            assert!(path.exists(), "{} is missing", path.display());
-            path
-        })
-        .clone()
+    support::example("instrumented_app")
 }
 
 /// Runs the example with exactly these tracing variables (the test's own are cleared).

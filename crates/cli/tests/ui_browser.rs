@@ -204,14 +204,7 @@ impl Drop for Browser {
 /// Traces from both clients: the instrumented Rust example and an `@mlflow.trace` function.
 fn seed(server: &Server) {
     let dir = tempfile::tempdir().unwrap();
-    let app = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/instrumented_app");
-    assert!(app.exists(), "{} is missing: build with --all-targets", app.display());
+    let app = support::example("instrumented_app");
     let out = Command::new(&app)
         .current_dir(dir.path())
         .env_clear()

@@ -23,6 +23,45 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// The example program `name` of this crate, as the test build made it: `cargo build` leaves
+/// `<target>/<profile>/examples/<name>`, `cargo test`/`nextest --all-targets` only
+/// `examples/<name>-<hash>` (the newest is taken). Built with cargo only when neither exists:
+/// a cargo started from inside a test sees other variables than one started from a shell and
+/// would rebuild the lake's dependencies. After editing an example, build it with
+/// `cargo build --workspace --all-targets`.
+pub fn example(name: &str) -> PathBuf {
+    // Tests run from <target>/<profile>/deps; examples sit beside deps.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let find = || {
+        let plain = dir.join(name);
+        if plain.exists() {
+            return Some(plain);
+        }
+        let prefix = format!("{name}-");
+        std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(&prefix) && !f.contains('.'))
+            })
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    };
+    if let Some(path) = find() {
+        return path;
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--workspace", "--all-targets"])
+        .current_dir(repo())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building the examples failed");
+    find().unwrap_or_else(|| panic!("example {name} is missing from {}", dir.display()))
+}
+
 pub struct Server {
     child: Child,
     pub port: u16,
