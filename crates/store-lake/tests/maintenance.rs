@@ -58,7 +58,9 @@ async fn small_files_are_merged_vacuumed_and_checkpointed_without_loss() {
     let done = lake.maintain(64 << 20, Duration::ZERO).await.unwrap();
     assert!(done.files_compacted >= 100 && done.files_written >= 1, "{done:?}");
     assert!(done.files_vacuumed >= 100, "{done:?}");
-    assert_eq!(files(&table, ".parquet").len(), 1, "one file left in the one date partition");
+    let data: Vec<PathBuf> =
+        files(&table, ".parquet").into_iter().filter(|p| p.to_string_lossy().contains("date=")).collect();
+    assert_eq!(data.len(), 1, "one file left in the one date partition: {data:?}");
 
     // everything is still there, through the store and through SQL
     let traces = store.get_traces(&ids).await.unwrap();
