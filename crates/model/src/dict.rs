@@ -484,6 +484,16 @@ pub fn format_timestamp_ms(ms: i64) -> String {
     t.to_rfc3339_opts(precision, true)
 }
 
+/// The UTC date (`YYYY-MM-DD`) and the RFC 3339 time to the microsecond
+/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) of a nanosecond timestamp: the `date` and `time` columns of
+/// the lake's OpenTelemetry tables.
+pub fn date_and_time_micros(unix_nano: u64) -> (String, String) {
+    let secs = (unix_nano / 1_000_000_000) as i64;
+    let micros = (unix_nano % 1_000_000_000) as u32 / 1000 * 1000;
+    let t = DateTime::from_timestamp(secs, micros).unwrap_or_default();
+    (t.format("%Y-%m-%d").to_string(), t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
 /// Reads an RFC 3339 timestamp into milliseconds since the epoch.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())

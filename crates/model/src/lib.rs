@@ -44,7 +44,10 @@ pub use attributes::{
     AttrText, Attributes, PythonFormatter, from_json as decode_attribute, keys, to_json as encode_attribute,
     write_json as write_attribute,
 };
-pub use dict::{DictError, format_duration_ms, format_timestamp_ms, parse_duration_ms, parse_timestamp_ms};
+pub use dict::{
+    DictError, date_and_time_micros, format_duration_ms, format_timestamp_ms, parse_duration_ms,
+    parse_timestamp_ms,
+};
 pub use ids::{IdError, SpanId, TRACE_ID_V3_PREFIX, TRACE_ID_V4_PREFIX, TraceId};
 pub use span::{
     Link, LogLevel, Span, SpanEvent, SpanKind, SpanOrigin, SpanStatus, SpanType, StatusCode, exception,

@@ -31,17 +31,14 @@ fn hex(bytes: &[u8]) -> Option<String> {
     (!bytes.is_empty()).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `date` and `time` (µs, UTC) of a nanosecond timestamp; now when it is unset.
+/// `date` and `time` of a nanosecond timestamp; now when it is unset.
 fn date_and_time(unix_nano: u64) -> (String, String) {
     let nanos = if unix_nano == 0 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     } else {
         unix_nano
     };
-    let secs = (nanos / 1_000_000_000) as i64;
-    let sub = (nanos % 1_000_000_000) as u32 / 1000 * 1000;
-    let t = chrono::DateTime::from_timestamp(secs, sub).unwrap_or_default();
-    (t.format("%Y-%m-%d").to_string(), t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+    tracelake_model::date_and_time_micros(nanos)
 }
 
 /// A row id unique within this process and across restarts: the wall clock and a counter.

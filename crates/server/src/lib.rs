@@ -77,17 +77,16 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let state = AppState { store, lake: lake.clone(), ingest: ingest.clone(), limits };
+    let state = AppState { store, lake, ingest: ingest.clone(), limits };
     let grpc_task = grpc.map(|listener| {
-        let service = api::grpc::GrpcTraceService::new(ingest.clone(), lake.is_some()).into_server();
-        let (logs, metrics) = api::grpc::GrpcLakeService::new(state.clone()).into_servers();
+        let (traces, logs, metrics) = api::grpc::GrpcOtlpService::new(state.clone()).into_servers();
         let addr = listener.local_addr().ok();
         tracing::info!(target: "tracelake::server", "OTLP/gRPC on {}", addr.map_or_else(|| "?".into(), |a| a.to_string()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(traces)
                 .add_service(logs)
                 .add_service(metrics)
                 .serve_with_incoming_shutdown(incoming, stop)

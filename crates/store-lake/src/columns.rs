@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracelake_model::{
     Attributes, Link, Span, SpanEvent, SpanId, SpanKind, SpanOrigin, SpanStatus, StatusCode, TraceId,
-    TraceInfo, TraceState,
+    TraceInfo, TraceState, date_and_time_micros,
 };
 use tracelake_store::derive::location_from_key;
 use tracelake_store::{StoreError, StoreResult};
@@ -236,14 +236,6 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
     }
 }
 
-/// `YYYY-MM-DD` and RFC 3339 (µs, UTC) of a nanosecond time, as the JSON decoder reads them.
-fn date_and_time(unix_nano: u64) -> (String, String) {
-    let secs = (unix_nano / 1_000_000_000) as i64;
-    let nanos = (unix_nano % 1_000_000_000) as u32;
-    let t = chrono::DateTime::from_timestamp(secs, nanos / 1000 * 1000).unwrap_or_default();
-    (t.format("%Y-%m-%d").to_string(), t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-}
-
 #[derive(Debug, Serialize, Deserialize, Default)]
 struct StatusRow {
     message: Option<String>,
@@ -349,7 +341,7 @@ fn hex_of_trace_id(id: &str) -> String {
 }
 
 fn span_row(span: &Span, origin: &SpanOrigin) -> SpanRow {
-    let (date, time) = date_and_time(span.start_time_unix_nano);
+    let (date, time) = date_and_time_micros(span.start_time_unix_nano);
     let trace_id = span.trace_id.to_string();
     let span_id = span.span_id.to_string();
     let service_name = origin.resource.get("service.name").and_then(Value::as_str).map(str::to_owned);
@@ -501,7 +493,7 @@ pub struct StoredInfo {
 
 fn info_row(s: &StoredInfo) -> InfoRow {
     let info = &s.info;
-    let (date, request_time) = date_and_time((info.request_time_ms.max(0) as u64) * 1_000_000);
+    let (date, request_time) = date_and_time_micros((info.request_time_ms.max(0) as u64) * 1_000_000);
     let strings =
         |m: &BTreeMap<String, String>| Some(string_entries(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
     InfoRow {

@@ -18,6 +18,7 @@ use deltalake::arrow::array::{Array, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
+use parking_lot::RwLock;
 use tokio::sync::Mutex;
 use tracelake_model::{Span, SpanOrigin, TraceId, TraceInfo};
 use tracelake_store::derive::{Stored, apply_batch, batch_traces, order_spans};
@@ -47,8 +48,6 @@ struct Recent {
 
 #[derive(Debug, Default)]
 struct WriteState {
-    /// Every trace the schema holds.
-    known: HashSet<u128>,
     recent: HashMap<u128, Recent>,
     recent_spans: usize,
     writes: u64,
@@ -78,6 +77,9 @@ pub struct LakeSchema {
     pub(crate) logs: LakeTable,
     pub(crate) metrics: LakeTable,
     pub(crate) info: LakeTable,
+    /// Every trace the schema holds; apart from the write state, so that looking a trace up
+    /// never waits for a write in progress.
+    known: RwLock<HashSet<u128>>,
     state: Mutex<WriteState>,
     version: AtomicI64,
 }
@@ -107,11 +109,11 @@ impl LakeSchema {
             metrics: open(METRICS_TABLE).await?,
             info: open(INFO_TABLE).await?,
             key,
+            known: RwLock::new(HashSet::new()),
             state: Mutex::new(WriteState::default()),
             version: AtomicI64::new(0),
         };
-        let known = schema.known_trace_ids().await?;
-        schema.state.lock().await.known = known;
+        *schema.known.write() = schema.known_trace_ids().await?;
         Ok(schema)
     }
 
@@ -221,8 +223,8 @@ impl LakeSchema {
     }
 
     /// Whether the schema holds trace `id`.
-    pub(crate) async fn holds(&self, id: u128) -> bool {
-        self.state.lock().await.known.contains(&id)
+    pub(crate) fn holds(&self, id: u128) -> bool {
+        self.known.read().contains(&id)
     }
 
     /// Writes a batch whose every item belongs to this schema; `origins` gives each span's
@@ -244,11 +246,10 @@ impl LakeSchema {
             ids.push(trace.to_u128());
         }
         // what the store holds of the touched traces: from memory, or read back
-        let missing: Vec<u128> = ids
-            .iter()
-            .copied()
-            .filter(|id| state.known.contains(id) && !state.recent.contains_key(id))
-            .collect();
+        let missing: Vec<u128> = {
+            let known = self.known.read();
+            ids.iter().copied().filter(|id| known.contains(id) && !state.recent.contains_key(id)).collect()
+        };
         if !missing.is_empty() {
             let infos = self.load_infos(&missing).await?;
             let mut spans = self.load_spans(&missing).await?;
@@ -258,20 +259,6 @@ impl LakeSchema {
                 state.recent.insert(id, Recent { info, spans, touched: write_number });
             }
         }
-        let mut stored = HashMap::new();
-        let mut stored_spans = HashMap::new();
-        let mut linked: HashMap<u128, Vec<String>> = HashMap::new();
-        for ((name, _), id) in touched.iter().zip(&ids) {
-            if let Some(r) = state.recent.get(id) {
-                stored.insert(
-                    name.clone(),
-                    Stored { key: *id, info: r.info.info.clone(), from_spans_only: r.info.from_spans_only },
-                );
-                stored_spans.insert(*id, r.spans.clone());
-                linked.insert(*id, r.info.linked_runs.clone());
-            }
-        }
-
         // spans sent again replace their stored rows
         let replaced: HashSet<(u128, u64)> = batch
             .spans
@@ -281,19 +268,29 @@ impl LakeSchema {
                 state.recent.get(t).is_some_and(|r| r.spans.iter().any(|x| x.span_id.to_u64() == *s))
             })
             .collect();
-        let written_origins: Vec<(u128, u64, Arc<SpanOrigin>)> = batch
+        // The touched traces leave the cache for the write and come back with its result (if
+        // the write fails, their next write reads them from the tables again).
+        let mut stored = HashMap::new();
+        let mut stored_spans = HashMap::new();
+        let mut linked: HashMap<u128, Vec<String>> = HashMap::new();
+        for ((name, _), id) in touched.iter().zip(&ids) {
+            if let Some(r) = state.recent.remove(id) {
+                state.recent_spans -= r.spans.len();
+                let Recent { info: StoredInfo { info, linked_runs, from_spans_only, .. }, spans, .. } = r;
+                stored.insert(name.clone(), Stored { key: *id, info, from_spans_only });
+                stored_spans.insert(*id, spans);
+                linked.insert(*id, linked_runs);
+            }
+        }
+        let origin_of: HashMap<(u128, u64), &SpanOrigin> = batch
             .spans
             .iter()
-            .enumerate()
-            .filter_map(|(i, (_, s))| {
-                origins.get(i).map(|o| (s.trace_id.to_u128(), s.span_id.to_u64(), o.clone()))
-            })
+            .zip(origins)
+            .map(|((_, s), o)| ((s.trace_id.to_u128(), s.span_id.to_u64()), o.as_ref()))
             .collect();
         let changed = apply_batch(batch, &touched, stored, stored_spans, experiments)?;
 
         let default_origin = SpanOrigin::default();
-        let origin_of: HashMap<(u128, u64), &SpanOrigin> =
-            written_origins.iter().map(|(t, s, o)| ((*t, *s), o.as_ref())).collect();
         let (mut fresh, mut again) = (Vec::new(), Vec::new());
         for span in changed.iter().flat_map(|c| c.written_spans()) {
             let key = (span.trace_id.to_u128(), span.span_id.to_u64());
@@ -322,20 +319,10 @@ impl LakeSchema {
         self.info.append(vec![info_rows]).await?;
 
         let out = infos.iter().map(|i| i.info.clone()).collect();
+        self.known.write().extend(&ids);
         for ((c, info), id) in changed.into_iter().zip(infos).zip(ids) {
-            state.known.insert(id);
-            let added = c.spans.len();
-            match state.recent.entry(id) {
-                Entry::Occupied(mut e) => {
-                    let previous = e.get().spans.len();
-                    *e.get_mut() = Recent { info, spans: c.spans, touched: write_number };
-                    state.recent_spans = state.recent_spans + added - previous;
-                }
-                Entry::Vacant(e) => {
-                    e.insert(Recent { info, spans: c.spans, touched: write_number });
-                    state.recent_spans += added;
-                }
-            }
+            state.recent_spans += c.spans.len();
+            state.recent.insert(id, Recent { info, spans: c.spans, touched: write_number });
         }
         if state.recent_spans > RECENT_SPANS {
             // keep only what this write touched
@@ -379,8 +366,9 @@ impl LakeSchema {
             self.spans.delete(col("trace_id").in_list(hex_ids(chunk), false)).await?;
             self.info.delete(col("trace_id").in_list(hex_ids(chunk), false)).await?;
         }
+        let mut known = self.known.write();
         for id in ids {
-            state.known.remove(id);
+            known.remove(id);
             if let Some(r) = state.recent.remove(id) {
                 state.recent_spans -= r.spans.len();
             }

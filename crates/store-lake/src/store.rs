@@ -102,21 +102,23 @@ impl LakeStore {
             let key = rest.rsplit_once('/').map_or(rest, |(k, _)| k);
             parse_schema_key(key)?;
             return Ok(match self.lake.existing_schema(key).await {
-                Some(s) if s.holds(id.to_u128()).await => Some(Owner::Lake(s)),
+                Some(s) if s.holds(id.to_u128()) => Some(Owner::Lake(s)),
                 _ => None,
             });
         }
-        match self.control.get_trace_info(trace_id).await {
-            Ok(_) => return Ok(Some(Owner::Control)),
-            Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
         for schema in self.lake.schemas().await {
-            if schema.holds(id.to_u128()).await {
-                return Ok(Some(Owner::Lake(schema)));
+            if schema.holds(id.to_u128()) {
+                // a trace the tracking store holds stays its own (written there before its
+                // experiment was linked)
+                return match self.control.get_trace_info(trace_id).await {
+                    Ok(_) => Ok(Some(Owner::Control)),
+                    Err(StoreError::NotFound(_)) => Ok(Some(Owner::Lake(schema))),
+                    Err(e) => Err(e),
+                };
             }
         }
-        Ok(None)
+        // the tracking store answers for the rest, unknown ids included
+        Ok(Some(Owner::Control))
     }
 
     fn not_found(trace_id: &str) -> StoreError {
@@ -447,7 +449,7 @@ impl TraceStore for LakeStore {
                 let mut ids = Vec::new();
                 for t in trace_ids {
                     if let Ok(id) = TraceId::from_mlflow(t)
-                        && schema.holds(id.to_u128()).await
+                        && schema.holds(id.to_u128())
                     {
                         ids.push(id.to_u128());
                     }

@@ -2,17 +2,16 @@
 //! `/v1/metrics` (to lake tables).
 
 use std::io::Read;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flate2::read::{GzDecoder, ZlibDecoder};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tracelake_store::WriteBatch;
 use tracelake_store::lake::{LOGS_TABLE, METRICS_TABLE, SPANS_TABLE, parse_schema_key};
+use tracelake_store::{LakeAccess, WriteBatch};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -26,13 +25,13 @@ pub(crate) const TABLE_HEADER: &str = "x-tracelake-table-name";
 /// Where a request's spans go: the lake schema of the table header, or the experiment of the
 /// experiment header (`table` is the table this signal is written to).
 pub(crate) fn location(
+    s: &AppState,
     experiment: Option<&str>,
     table_name: Option<&str>,
-    has_lake: bool,
     table: &str,
 ) -> ApiResult<String> {
     if let Some(name) = table_name.map(str::trim).filter(|v| !v.is_empty()) {
-        if !has_lake {
+        if s.lake.is_none() {
             return Err(ApiError::invalid(format!(
                 "{TABLE_HEADER} {name:?}: this server keeps no lake (build it with the store-lake feature)"
             )));
@@ -163,9 +162,9 @@ pub(crate) async fn ingest(
     body: Bytes,
 ) -> ApiResult<Response> {
     let location = location(
+        &s,
         header_str(&headers, EXPERIMENT_HEADER),
         header_str(&headers, TABLE_HEADER),
-        s.lake.is_some(),
         SPANS_TABLE,
     )?;
     let (encoding, body) = read_body(&s, &headers, body)?;
@@ -178,44 +177,65 @@ pub(crate) async fn ingest(
     Ok(accepted(encoding))
 }
 
-/// The lake schema a logs or metrics request goes to: the table header's, or that of the
-/// experiment the experiment header names when it is linked to one.
-pub(crate) async fn lake_schema_for(
-    s: &AppState,
+/// The lake (and its schema) a logs or metrics request goes to: the table header's schema, or
+/// that of the experiment the experiment header names when it is linked to one.
+pub(crate) async fn lake_schema_for<'s>(
+    s: &'s AppState,
     experiment: Option<&str>,
     table_name: Option<&str>,
     table: &str,
-) -> ApiResult<String> {
-    let location = location(experiment, table_name, s.lake.is_some(), table)?;
-    if tracelake_store::derive::is_lake_schema(&location) {
-        return Ok(location);
-    }
+) -> ApiResult<(&'s Arc<dyn LakeAccess>, String)> {
+    let location = location(s, experiment, table_name, table)?;
     let lake = s.lake.as_ref().ok_or_else(|| {
         ApiError::invalid(format!(
             "{table}: this server keeps no lake (build it with the store-lake feature)"
         ))
     })?;
+    if tracelake_store::derive::is_lake_schema(&location) {
+        return Ok((lake, location));
+    }
     s.store.get_experiment(&location).await?;
-    lake.experiment_link(&location).await?.ok_or_else(|| {
+    let key = lake.experiment_link(&location).await?.ok_or_else(|| {
         ApiError::invalid(format!(
             "experiment {location} is not linked to a lake schema: logs and metrics go to lake tables \
              (send {TABLE_HEADER}, or link the experiment with /api/4.0/mlflow/traces/{location}/link-location)"
         ))
-    })
+    })?;
+    Ok((lake, key))
 }
 
-/// Writes rows of a logs or metrics request to `table` of `key`; returns how many.
-pub(crate) async fn append(
-    s: &AppState,
+/// Appends the rows of a logs or metrics request to `table` of schema `key`, in one commit.
+pub(crate) async fn append_rows(
+    lake: &Arc<dyn LakeAccess>,
     key: &str,
     table: &str,
     rows: Vec<serde_json::Value>,
-) -> ApiResult<usize> {
-    let lake = s.lake.as_ref().ok_or_else(|| ApiError::invalid("this server keeps no lake"))?;
-    if rows.is_empty() {
-        return Ok(0);
+) -> ApiResult<()> {
+    if !rows.is_empty() {
+        lake.append_rows(key, table, &rows).await?;
     }
-    Ok(lake.append_rows(key, table, &rows).await?)
+    Ok(())
+}
+
+/// `/v1/logs` and `/v1/metrics`: the rows `rows` makes of a request of type `R` go to `table`.
+async fn ingest_rows<R: prost::Message + Default + serde::de::DeserializeOwned>(
+    s: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+    table: &str,
+    rows: fn(&R) -> Vec<serde_json::Value>,
+) -> ApiResult<Response> {
+    let (lake, key) = lake_schema_for(
+        &s,
+        header_str(&headers, EXPERIMENT_HEADER),
+        header_str(&headers, TABLE_HEADER),
+        table,
+    )
+    .await?;
+    let (encoding, body) = read_body(&s, &headers, body)?;
+    let request: R = decode(encoding, &body)?;
+    append_rows(lake, &key, table, rows(&request)).await?;
+    Ok(accepted(encoding))
 }
 
 pub(crate) async fn ingest_logs(
@@ -223,17 +243,7 @@ pub(crate) async fn ingest_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let key = lake_schema_for(
-        &s,
-        header_str(&headers, EXPERIMENT_HEADER),
-        header_str(&headers, TABLE_HEADER),
-        LOGS_TABLE,
-    )
-    .await?;
-    let (encoding, body) = read_body(&s, &headers, body)?;
-    let request: ExportLogsServiceRequest = decode(encoding, &body)?;
-    append(&s, &key, LOGS_TABLE, tracelake_otlp::rows::log_rows(&request)).await?;
-    Ok(accepted(encoding))
+    ingest_rows(s, headers, body, LOGS_TABLE, tracelake_otlp::rows::log_rows).await
 }
 
 pub(crate) async fn ingest_metrics(
@@ -241,15 +251,5 @@ pub(crate) async fn ingest_metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let key = lake_schema_for(
-        &s,
-        header_str(&headers, EXPERIMENT_HEADER),
-        header_str(&headers, TABLE_HEADER),
-        METRICS_TABLE,
-    )
-    .await?;
-    let (encoding, body) = read_body(&s, &headers, body)?;
-    let request: ExportMetricsServiceRequest = decode(encoding, &body)?;
-    append(&s, &key, METRICS_TABLE, tracelake_otlp::rows::metric_rows(&request)).await?;
-    Ok(accepted(encoding))
+    ingest_rows(s, headers, body, METRICS_TABLE, tracelake_otlp::rows::metric_rows).await
 }
