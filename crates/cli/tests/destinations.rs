@@ -215,7 +215,9 @@ fn a_server_restarted_mid_run_gets_every_trace() {
         ])
     });
     std::thread::sleep(Duration::from_millis(1200));
-    server.stop();
+    let stopped = server.stop();
+    // SIGTERM stops it cleanly (everything accepted written), not the SIGKILL after 30 s.
+    assert!(stopped.is_some_and(|s| s.success()), "the server did not exit on SIGTERM: {stopped:?}");
     std::thread::sleep(Duration::from_millis(1500));
     let server = Server::start_at(None, &db, port, grpc_port);
     let st = stats(&app.join().unwrap());

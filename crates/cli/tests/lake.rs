@@ -215,7 +215,8 @@ fn tracelake_sql_reads_the_lake_and_names_damage_without_panicking() {
     let mut server = Server::start_with_lake(&lake, &[]);
     let traces: Vec<TraceId> = (1..=2).map(|n| TraceId::new(n).unwrap()).collect();
     assert_eq!(send_to(server.port, "main.cli", &traces), Some(200));
-    server.stop();
+    let stopped = server.stop();
+    assert!(stopped.is_some_and(|s| s.success()), "the server did not exit on SIGTERM: {stopped:?}");
 
     let out = tracelake_sql(&lake, "csv", &format!("SELECT count(*) AS n FROM main.cli.{SPANS}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -77,7 +77,7 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let state = AppState { store, lake, ingest: ingest.clone(), limits };
+    let state = AppState { store, lake, ingest, limits };
     let grpc_task = grpc.map(|listener| {
         let (traces, logs, metrics) = api::grpc::GrpcOtlpService::new(state.clone()).into_servers();
         let addr = listener.local_addr().ok();

@@ -23,43 +23,24 @@ pub fn python() -> PathBuf {
     path
 }
 
-/// The example program `name` of this crate, as the test build made it: `cargo build` leaves
-/// `<target>/<profile>/examples/<name>`, `cargo test`/`nextest --all-targets` only
-/// `examples/<name>-<hash>` (the newest is taken). Built with cargo only when neither exists:
-/// a cargo started from inside a test sees other variables than one started from a shell and
-/// would rebuild the lake's dependencies. After editing an example, build it with
-/// `cargo build --workspace --all-targets`.
+/// The example program `name` of this crate, as `cargo build --workspace --examples` leaves it
+/// (`<target>/<profile>/examples/<name>`; `scripts/test` builds them before the tests). The
+/// `<name>-<hash>` files beside it are not used: `cargo test --all-targets` (and nextest) builds
+/// examples as test harnesses there, which run no `main`. Built here only when missing.
 pub fn example(name: &str) -> PathBuf {
     // Tests run from <target>/<profile>/deps; examples sit beside deps.
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let find = || {
-        let plain = dir.join(name);
-        if plain.exists() {
-            return Some(plain);
-        }
-        let prefix = format!("{name}-");
-        std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|f| f.to_str())
-                    .is_some_and(|f| f.starts_with(&prefix) && !f.contains('.'))
-            })
-            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-    };
-    if let Some(path) = find() {
-        return path;
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--workspace", "--examples"])
+            .current_dir(repo())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the examples failed");
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--workspace", "--all-targets"])
-        .current_dir(repo())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building the examples failed");
-    find().unwrap_or_else(|| panic!("example {name} is missing from {}", dir.display()))
+    assert!(path.exists(), "example {name} is missing: run cargo build --workspace --examples");
+    path
 }
 
 pub struct Server {
@@ -190,17 +171,7 @@ impl Server {
 
     /// POSTs JSON and returns the answer's body (`None` when the request failed).
     pub fn post_json(&self, path: &str, body: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+        self.post(path, "application/json", &[], body.as_bytes()).map(|(_, body)| body)
     }
 
     /// POSTs `body` with extra headers; returns the status and body (`None` when the request
@@ -241,29 +212,31 @@ impl Server {
 }
 
 impl Server {
-    /// Stops the server: SIGTERM, then SIGKILL after 30 s.
-    pub fn stop(&mut self) {
+    /// Stops the server: SIGTERM, then SIGKILL after 30 s. Returns how it exited when it stopped
+    /// by itself (`None` when it was already gone or had to be killed).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
+            return None;
         }
         // SIGTERM to the server's own pid (never a group): `mlflow server` then stops the
         // processes it started. Escalate to SIGKILL if it has not exited in 30 s.
         let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 
