@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use tracelake_model::{SpanOrigin, Trace, TraceId, TraceInfo, tag_keys};
-use tracelake_store::derive::{batch_locations, is_lake_schema, location_key};
+use tracelake_model::{Span, SpanId, SpanOrigin, Trace, TraceId, TraceInfo, tag_keys};
+use tracelake_store::derive::{batch_locations, is_lake_schema, location_key, trace_outline};
 use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
@@ -347,6 +347,29 @@ impl TraceStore for LakeStore {
                 .remove(&id)
                 .map(|s| s.info)
                 .ok_or_else(|| Self::not_found(trace_id)),
+        }
+    }
+
+    async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
+        match self.owner(trace_id).await {
+            Ok(Some(Owner::Control)) => self.control.get_trace_outline(trace_id).await,
+            Ok(Some(Owner::Lake(_))) => {
+                Ok(self.get_traces(&[trace_id.to_owned()]).await?.pop().map(trace_outline))
+            }
+            Ok(None) | Err(StoreError::InvalidArgument(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_span(&self, trace_id: &str, span_id: SpanId) -> StoreResult<Option<Span>> {
+        match self.owner(trace_id).await {
+            Ok(Some(Owner::Control)) => self.control.get_span(trace_id, span_id).await,
+            Ok(Some(Owner::Lake(_))) => {
+                let trace = self.get_traces(&[trace_id.to_owned()]).await?.pop();
+                Ok(trace.and_then(|t| t.spans.into_iter().find(|s| s.span_id == span_id)))
+            }
+            Ok(None) | Err(StoreError::InvalidArgument(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracelake_model::{Span, TraceInfo, TraceLocation, TraceState};
-use tracelake_store::derive::Stored;
+use tracelake_model::{Span, SpanId, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState};
+use tracelake_store::derive::{Stored, outline_of};
 use tracelake_store::{LifecycleStage, Run, StoreError, StoreResult};
 
 pub(crate) fn now_ms() -> i64 {
@@ -92,4 +92,33 @@ pub(crate) fn sort_spans(spans: &mut [Span]) {
     spans.sort_unstable_by_key(|s| {
         (s.parent_id.is_some(), s.start_time_unix_nano as i64, s.span_id.to_u64() as i64)
     });
+}
+
+/// The indexed columns of a `spans` row (`span_id, parent_span_id, name, type, status,
+/// start_time_ns, end_time_ns`), which make its outline.
+pub(crate) type OutlineRow = (i64, Option<i64>, String, String, String, i64, Option<i64>);
+
+/// The outline of a stored span of trace `trace_id` (see [`tracelake_store::derive::outline`]).
+pub(crate) fn outline_from_row(trace_id: TraceId, row: OutlineRow) -> StoreResult<Span> {
+    let (span_id, parent, name, span_type, status, start, end) = row;
+    let span_id = SpanId::new(span_id as u64)
+        .ok_or_else(|| StoreError::Internal(format!("trace {trace_id} stores a span with id 0")))?;
+    let status = StatusCode::parse(&status)
+        .ok_or_else(|| StoreError::Internal(format!("span {span_id} stores the status {status:?}")))?;
+    Ok(outline_of(
+        trace_id,
+        span_id,
+        parent.and_then(|p| SpanId::new(p as u64)),
+        name,
+        &span_type,
+        status,
+        start as u64,
+        end.map(|e| e as u64),
+    ))
+}
+
+/// The id the spans of a stored trace carry.
+pub(crate) fn span_trace_id(trace_id: &str) -> StoreResult<TraceId> {
+    TraceId::from_mlflow(trace_id)
+        .map_err(|e| StoreError::Internal(format!("stored trace {trace_id:?}: {e}")))
 }

@@ -13,7 +13,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::query::QueryScalar;
 use sqlx::{AssertSqlSafe, Connection, PgPool, Postgres, SqlSafeStr};
-use tracelake_model::{Span, Trace, TraceId, TraceInfo, keys, tag_keys};
+use tracelake_model::{Span, SpanId, Trace, TraceId, TraceInfo, keys, tag_keys};
 use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
     DeleteTraces, Experiment, LifecycleStage, NewRun, Page, Run, StoreError, StoreResult, TraceQuery,
@@ -22,7 +22,10 @@ use tracelake_store::{
 
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
 
-use crate::common::{InfoRow, RunRow, lifecycle_stage, now_ms, run_from_row, sort_spans};
+use crate::common::{
+    InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
+    span_trace_id,
+};
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
 /// Connections in the pool.
@@ -801,6 +804,46 @@ impl TraceStore for PostgresStore {
             out.push(Trace { info: s.info.clone(), spans: spans.unwrap_or_default() });
         }
         Ok(out)
+    }
+
+    async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
+        let mut conn = self.conn().await?;
+        let Some(stored) = load_infos(&mut conn, &[trace_id]).await?.remove(trace_id) else {
+            return Ok(None);
+        };
+        let id = span_trace_id(trace_id)?;
+        let rows: Vec<OutlineRow> = sqlx::query_as(
+            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns \
+             FROM spans WHERE trace_key = $1",
+        )
+        .bind(stored.key)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        let mut spans =
+            rows.into_iter().map(|row| outline_from_row(id, row)).collect::<StoreResult<Vec<_>>>()?;
+        sort_spans(&mut spans);
+        Ok(Some(Trace { info: stored.info, spans }))
+    }
+
+    async fn get_span(&self, trace_id: &str, span_id: SpanId) -> StoreResult<Option<Span>> {
+        let mut conn = self.conn().await?;
+        let content: Option<String> = sqlx::query_scalar(
+            "SELECT s.content FROM traces t JOIN spans s ON s.trace_key = t.trace_key \
+             WHERE t.trace_id = $1 AND s.span_id = $2",
+        )
+        .bind(trace_id)
+        .bind(span_id.to_u64() as i64)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+        content
+            .map(|c| {
+                Span::from_dict_json(&c).map_err(|e| {
+                    StoreError::Internal(format!("span {span_id} of trace {trace_id} is unreadable: {e}"))
+                })
+            })
+            .transpose()
     }
 
     async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {

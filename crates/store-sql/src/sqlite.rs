@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
-use tracelake_model::{Span, Trace, TraceId, TraceInfo, keys, tag_keys};
+use tracelake_model::{Span, SpanId, Trace, TraceId, TraceInfo, keys, tag_keys};
 use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
     Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page, Run, StoreError,
@@ -24,7 +24,10 @@ use tracelake_store::{
 
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
 
-use crate::common::{InfoRow, RunRow, lifecycle_stage, now_ms, run_from_row, sort_spans};
+use crate::common::{
+    InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
+    span_trace_id,
+};
 use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -482,6 +485,29 @@ fn load_spans(conn: &Connection, trace_key: i64) -> StoreResult<Vec<Span>> {
     Ok(spans)
 }
 
+/// The spans of a trace in outline, from their indexed columns, in `get_traces` order.
+fn load_outline(conn: &Connection, trace_key: i64, trace_id: &str) -> StoreResult<Vec<Span>> {
+    let id = span_trace_id(trace_id)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns \
+             FROM spans WHERE trace_key = ?1",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(params![trace_key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .map_err(internal)?;
+    let mut spans = Vec::new();
+    for row in rows {
+        let row: OutlineRow = row.map_err(internal)?;
+        spans.push(outline_from_row(id, row)?);
+    }
+    sort_spans(&mut spans);
+    Ok(spans)
+}
+
 fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
@@ -824,6 +850,37 @@ impl TraceStore for SqliteStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
+        let id = trace_id.to_owned();
+        self.read(move |c| {
+            let Some(s) = load_info(c, &id)? else { return Ok(None) };
+            Ok(Some(Trace { spans: load_outline(c, s.key, &id)?, info: s.info }))
+        })
+        .await
+    }
+
+    async fn get_span(&self, trace_id: &str, span_id: SpanId) -> StoreResult<Option<Span>> {
+        let id = trace_id.to_owned();
+        self.read(move |c| {
+            let content: Option<String> = c
+                .prepare_cached(
+                    "SELECT s.content FROM traces t JOIN spans s ON s.trace_key = t.trace_key \
+                     WHERE t.trace_id = ?1 AND s.span_id = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![id, span_id.to_u64() as i64], |r| r.get(0)).optional()
+                })
+                .map_err(internal)?;
+            content
+                .map(|c| {
+                    Span::from_dict_json(&c)
+                        .map_err(|e| internal(format!("span {span_id} of trace {id} is unreadable: {e}")))
+                })
+                .transpose()
         })
         .await
     }

@@ -9,8 +9,8 @@
 
 use serde_json::json;
 use tracelake_model::{
-    Attributes, Span, SpanId, SpanKind, SpanStatus, TraceId, TraceInfo, TraceLocation, TraceState, keys,
-    metadata_keys,
+    Attributes, Span, SpanId, SpanKind, SpanStatus, StatusCode, TraceId, TraceInfo, TraceLocation,
+    TraceState, keys, metadata_keys,
 };
 
 use crate::filter::{parse_filter, parse_order_by};
@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             trace_tags_are_set_and_deleted,
             traces_linked_to_a_run_are_found_by_run_id,
             get_traces_puts_the_root_first_and_skips_unknown_ids,
+            outlines_and_single_spans_agree_with_the_whole_trace,
             runs_are_created_updated_and_tagged,
         );
     };
@@ -458,6 +459,36 @@ pub async fn get_traces_puts_the_root_first_and_skips_unknown_ids(store: &dyn Tr
     assert_eq!(got.len(), 1);
     let names: Vec<_> = got[0].spans.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(names, ["agent", "early", "llm"]);
+}
+
+pub async fn outlines_and_single_spans_agree_with_the_whole_trace(store: &dyn TraceStore) {
+    let t = trace_id(0x310);
+    let mut spans = sample_spans(t);
+    let mut failed = with(span(t, 3, Some(1), "tool", 1020, 1030), keys::SPAN_TYPE, json!("TOOL"));
+    failed.status = SpanStatus::error("boom");
+    let mut untyped = span(t, 4, Some(2), "inner", 1040, 1050);
+    untyped.attributes = Attributes::new();
+    spans.extend([failed, untyped]);
+    store.write(spans_batch("0", spans)).await.unwrap();
+    let id = t.to_mlflow_v3();
+    let whole = store.get_traces(std::slice::from_ref(&id)).await.unwrap().pop().unwrap();
+
+    let outline = store.get_trace_outline(&id).await.unwrap().expect("the trace has an outline");
+    assert_eq!(outline.info, whole.info);
+    assert_eq!(outline.spans, whole.spans.iter().map(crate::derive::outline).collect::<Vec<_>>());
+    let types: Vec<_> = outline.spans.iter().map(|s| s.span_type().as_str().to_owned()).collect();
+    assert_eq!(types, ["UNKNOWN", "UNKNOWN", "TOOL", "UNKNOWN"]);
+    assert_eq!(outline.spans[2].status.code, StatusCode::Error);
+    assert!(outline.spans.iter().all(|s| s.attributes.len() == 1 && s.status.message.is_empty()));
+
+    for span in &whole.spans {
+        assert_eq!(store.get_span(&id, span.span_id).await.unwrap().as_ref(), Some(span));
+    }
+    let missing = SpanId::new(99).unwrap();
+    assert_eq!(store.get_span(&id, missing).await.unwrap(), None);
+    let unknown = trace_id(0x311).to_mlflow_v3();
+    assert_eq!(store.get_trace_outline(&unknown).await.unwrap(), None);
+    assert_eq!(store.get_span(&unknown, whole.spans[0].span_id).await.unwrap(), None);
 }
 
 pub async fn runs_are_created_updated_and_tagged(store: &dyn TraceStore) {

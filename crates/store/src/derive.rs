@@ -6,12 +6,61 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracelake_model::summary::{Role, aggregate_token_usage, preview};
 use tracelake_model::{
-    Span, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState, encode_attribute, keys, limits,
-    metadata_keys, tag_keys,
+    Attributes, Span, SpanId, SpanKind, SpanStatus, StatusCode, Trace, TraceId, TraceInfo, TraceLocation,
+    TraceState, encode_attribute, keys, limits, metadata_keys, tag_keys,
 };
 
 use crate::types::{Experiment, WriteBatch};
 use crate::{StoreResult, validate};
+
+/// A span in outline: its ids, name, times, status code and span type (its only attribute),
+/// nothing else; the kind is left at its default, since stores index no kind.
+pub fn outline(span: &Span) -> Span {
+    outline_of(
+        span.trace_id,
+        span.span_id,
+        span.parent_id,
+        span.name.to_string(),
+        span.span_type().as_str(),
+        span.status.code,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+    )
+}
+
+/// The outline of a span from its indexed fields (as [`outline`] makes it from the span).
+#[allow(clippy::too_many_arguments, reason = "one argument per indexed column")]
+pub fn outline_of(
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_id: Option<SpanId>,
+    name: String,
+    span_type: &str,
+    status: StatusCode,
+    start_time_unix_nano: u64,
+    end_time_unix_nano: Option<u64>,
+) -> Span {
+    let mut attributes = Attributes::new();
+    attributes.insert(keys::SPAN_TYPE, span_type);
+    Span {
+        trace_id,
+        span_id,
+        parent_id,
+        name: name.into(),
+        kind: SpanKind::default(),
+        start_time_unix_nano,
+        end_time_unix_nano,
+        status: SpanStatus { code: status, message: String::new() },
+        attributes,
+        events: Vec::new(),
+        links: Vec::new(),
+    }
+}
+
+/// A trace with its spans in [`outline`].
+pub fn trace_outline(trace: Trace) -> Trace {
+    Trace { spans: trace.spans.iter().map(outline).collect(), info: trace.info }
+}
 
 /// Where a trace's spans are: in the store itself.
 pub const SPANS_LOCATION_TRACKING_STORE: &str = "TRACKING_STORE";

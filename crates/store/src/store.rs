@@ -1,7 +1,7 @@
 //! The `TraceStore` trait: what every backend (in-memory, SQLite, PostgreSQL, lake) provides.
 
 use async_trait::async_trait;
-use tracelake_model::{Trace, TraceInfo};
+use tracelake_model::{Span, SpanId, Trace, TraceInfo};
 
 use crate::filter::FilterError;
 use crate::types::{DeleteTraces, Experiment, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch};
@@ -120,6 +120,19 @@ pub trait TraceStore: Send + Sync + 'static {
     /// The traces among `trace_ids` that exist, with their spans (root first, then by start
     /// time), in the order asked.
     async fn get_traces(&self, trace_ids: &[String]) -> StoreResult<Vec<Trace>>;
+
+    /// Trace `trace_id` with its spans in outline ([`outline`](crate::derive::outline)), in
+    /// the order of `get_traces`: what a span tree and a timeline show, which a store can read
+    /// without its spans' contents. `None` when there is no such trace.
+    async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
+        Ok(self.get_traces(&[trace_id.to_owned()]).await?.pop().map(crate::derive::trace_outline))
+    }
+
+    /// Span `span_id` of trace `trace_id`, whole; `None` when the trace has no such span.
+    async fn get_span(&self, trace_id: &str, span_id: SpanId) -> StoreResult<Option<Span>> {
+        let trace = self.get_traces(&[trace_id.to_owned()]).await?.pop();
+        Ok(trace.and_then(|t| t.spans.into_iter().find(|s| s.span_id == span_id)))
+    }
 
     async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>>;
 

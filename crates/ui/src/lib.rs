@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
 use serde::Deserialize;
-use tracelake_model::TraceInfo;
+use tracelake_model::{SpanId, TraceInfo};
 use tracelake_store::{
     LakeAccess, SqlFormat, StoreError, TraceQuery, TraceStore, ViewType, parse_filter, parse_order_by,
 };
@@ -204,11 +204,16 @@ async fn trace(
     Path(id): Path<String>,
     Query(p): Query<TraceParams>,
 ) -> Result<Markup, PageError> {
-    let mut found = ui.store.get_traces(std::slice::from_ref(&id)).await?;
-    let Some(trace) = found.pop() else {
+    // The tree and the timeline need only the spans' outline; one span is read whole.
+    let Some(outline) = ui.store.get_trace_outline(&id).await? else {
         return Err(PageError(StatusCode::NOT_FOUND, format!("Trace with ID {id} not found.")));
     };
-    Ok(pages::trace(&trace, p.span.as_deref()))
+    let selected = p.span.as_deref().and_then(|s| SpanId::from_hex(s).ok());
+    let chosen = match pages::shown_span(&outline.spans, selected) {
+        Some(span_id) => ui.store.get_span(&id, span_id).await?,
+        None => None,
+    };
+    Ok(pages::trace(&outline, selected, chosen.as_ref()))
 }
 
 #[derive(Debug, Deserialize)]

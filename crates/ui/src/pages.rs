@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 use tracelake_model::{
-    Span, StatusCode as SpanStatusCode, Trace, TraceInfo, exception, format_timestamp_ms, keys,
+    Span, SpanId, StatusCode as SpanStatusCode, Trace, TraceInfo, exception, format_timestamp_ms, keys,
     metadata_keys, tag_keys,
 };
 use tracelake_store::Experiment;
@@ -505,9 +505,9 @@ pub(crate) struct Row<'a> {
 /// Spans in tree order (each followed by its children, by start time). For a trace larger than
 /// [`FULL_TREE_SPANS`], only the roots' children and the children of the spans on the way to
 /// `selected` are opened, at most [`MAX_CHILDREN_SHOWN`] of each.
-fn tree_rows<'a>(spans: &'a [Span], selected: Option<tracelake_model::SpanId>) -> Vec<Row<'a>> {
+fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
     let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
-    let mut children: HashMap<Option<tracelake_model::SpanId>, Vec<&Span>> = HashMap::new();
+    let mut children: HashMap<Option<SpanId>, Vec<&Span>> = HashMap::new();
     for s in spans {
         // a span whose parent is not in the trace is shown at the top level
         let parent = s.parent_id.filter(|p| by_id.contains_key(p));
@@ -517,7 +517,7 @@ fn tree_rows<'a>(spans: &'a [Span], selected: Option<tracelake_model::SpanId>) -
         list.sort_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()));
     }
     let full = spans.len() <= FULL_TREE_SPANS;
-    let mut open: std::collections::HashSet<tracelake_model::SpanId> = std::collections::HashSet::new();
+    let mut open: std::collections::HashSet<SpanId> = std::collections::HashSet::new();
     if !full {
         open.extend(children.get(&None).into_iter().flatten().map(|s| s.span_id));
         let mut at = selected.and_then(|id| by_id.get(&id).copied());
@@ -653,11 +653,26 @@ fn span_details(span: &Span) -> Markup {
     }
 }
 
-pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
+/// The span a trace page shows in full: `selected` when the trace has it, else the first span at
+/// the top of the tree (a root, or a span whose parent is missing).
+pub(crate) fn shown_span(spans: &[Span], selected: Option<SpanId>) -> Option<SpanId> {
+    if let Some(id) = selected.filter(|id| spans.iter().any(|s| s.span_id == *id)) {
+        return Some(id);
+    }
+    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    spans
+        .iter()
+        .filter(|s| s.parent_id.is_none_or(|p| !ids.contains(&p)))
+        .min_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()))
+        .map(|s| s.span_id)
+}
+
+/// A trace's page: `trace` holds its spans in outline (enough for the tree and the timeline),
+/// `chosen` the span shown in full, `selected` the span the link asked for.
+pub(crate) fn trace(trace: &Trace, selected: Option<SpanId>, chosen: Option<&Span>) -> Markup {
     let info = &trace.info;
     let name = info.tags.get(tag_keys::TRACE_NAME).map_or(info.trace_id.as_str(), String::as_str);
-    let selected_id = selected.and_then(|id| tracelake_model::SpanId::from_hex(id).ok());
-    let ordered = tree_rows(&trace.spans, selected_id);
+    let ordered = tree_rows(&trace.spans, selected);
     let start = trace.spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
     let end = trace
         .spans
@@ -666,9 +681,6 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
         .max()
         .unwrap_or(start);
     let total = (end.saturating_sub(start)).max(1) as f64;
-    let chosen = selected_id
-        .and_then(|id| trace.spans.iter().find(|s| s.span_id == id))
-        .or_else(|| ordered.first().map(|r| r.span));
     let experiment = info.trace_location.experiment_id();
     layout(
         name,
@@ -693,7 +705,7 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
             div.layout {
                 section aria-labelledby="spans-heading" {
                     h2 #spans-heading { "Spans (" (trace.spans.len()) ")" }
-                    (span_tree(&info.trace_id, &ordered, chosen, start, total))
+                    (span_tree(&info.trace_id, &ordered, chosen.map(|c| c.span_id), start, total))
                 }
                 section aria-label="Selected span" {
                     @if let Some(span) = chosen { (span_details(span)) } @else { p { "This trace has no spans." } }
@@ -732,7 +744,7 @@ pub(crate) fn trace(trace: &Trace, selected: Option<&str>) -> Markup {
 
 /// The span tree as nested lists (links, so it is keyboard-navigable), each row with its bar
 /// on the trace's timeline.
-fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<&Span>, start: u64, total: f64) -> Markup {
+fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<SpanId>, start: u64, total: f64) -> Markup {
     // Rebuild nesting from depths: open a group when going deeper, close when coming back.
     let mut out = String::new();
     out.push_str(r#"<ul role="tree" aria-labelledby="spans-heading">"#);
@@ -751,7 +763,7 @@ fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<&Span>, start: 
         }
         let left = (span.start_time_unix_nano.saturating_sub(start)) as f64 / total * 100.0;
         let width = span.duration_ns().unwrap_or(0) as f64 / total * 100.0;
-        let current = chosen.is_some_and(|c| c.span_id == span.span_id);
+        let current = chosen == Some(span.span_id);
         let failed = span.status.code == SpanStatusCode::Error;
         let row = html! {
             a href={ (trace_href(trace_id, Some(&span.span_id.to_string()))) "#span-details" }
