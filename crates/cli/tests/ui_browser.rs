@@ -5,83 +5,15 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::{Server, free_port, python, repo};
-
-/// A chromedriver process and one browser session.
-struct Browser {
-    driver: Child,
-    http: reqwest::Client,
-    base: String,
-    session: String,
-    shots: PathBuf,
-}
-
-fn tool(var: &str, default: &str) -> String {
-    let path = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: install Debian's chromium and chromium-driver (scripts/test does), or set {var}"
-    );
-    path
-}
+use support::webdriver::Browser;
+use support::{Server, python, repo};
 
 impl Browser {
-    async fn start() -> Browser {
-        let chromium = tool("TRACELAKE_CHROMIUM", "/usr/bin/chromium");
-        let chromedriver = tool("TRACELAKE_CHROMEDRIVER", "/usr/bin/chromedriver");
-        let port = free_port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = std::env::temp_dir().join(format!("tracelake-chromium-{}-{port}", std::process::id()));
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ]},
-        }}});
-        let exe = std::env::current_exe().unwrap();
-        let shots = exe.parent().unwrap().parent().unwrap().join("ui-screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        let mut browser = Browser { driver, http, base, session: String::new(), shots };
-        let created = browser.call("POST", "/session", caps).await;
-        browser.session = created["sessionId"].as_str().expect("a session id").to_owned();
-        browser
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}{path}", self.base);
-        let req = match method {
-            "GET" => self.http.get(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.post(url).header("Content-Type", "application/json").body(body.to_string()),
-        };
-        let response = req.send().await.expect("chromedriver answers");
-        let status = response.status();
-        let value: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-        assert!(status.is_success(), "WebDriver {method} {path}: {status} {value}");
-        value["value"].clone()
-    }
-
     /// The text of the first element matching `css` once `ready` holds for it, waiting (up to
     /// 10 s) for a page that is still loading after a click or a form submission.
     async fn wait_text(&self, css: &str, ready: impl Fn(&str) -> bool) -> String {
@@ -119,14 +51,6 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{css} never became ready; last text: {last:?}")
-    }
-
-    async fn session(&self, method: &str, path: &str, body: Value) -> Value {
-        self.call(method, &format!("/session/{}{path}", self.session), body).await
-    }
-
-    async fn open(&self, url: &str) {
-        self.session("POST", "/url", json!({"url": url})).await;
     }
 
     async fn find_all(&self, css: &str) -> Vec<String> {
@@ -177,10 +101,14 @@ impl Browser {
         self.text(&body).await
     }
 
+    /// Keeps a screenshot in `<target>/ui-screenshots/<name>.png`.
     async fn screenshot(&self, name: &str) {
+        let exe = std::env::current_exe().unwrap();
+        let shots = exe.parent().unwrap().parent().unwrap().join("ui-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
         let png = self.session("GET", "/screenshot", Value::Null).await;
         let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-        std::fs::write(self.shots.join(format!("{name}.png")), bytes).unwrap();
+        std::fs::write(shots.join(format!("{name}.png")), bytes).unwrap();
     }
 
     /// The link among `css` whose text contains `text`.
@@ -191,13 +119,6 @@ impl Browser {
             }
         }
         panic!("no {css} with text {text:?} on {}", self.url().await)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 

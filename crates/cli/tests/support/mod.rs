@@ -2,6 +2,8 @@
 //! `mlflow server` and the Python virtualenv that `scripts/setup-python` makes.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod webdriver;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
