@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracelake_model::{Span, SpanId, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState};
+use tracelake_model::{Span, SpanId, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState, keys};
 use tracelake_store::derive::{Stored, outline_of};
 use tracelake_store::{LifecycleStage, Run, StoreError, StoreResult};
 
@@ -115,6 +115,28 @@ pub(crate) fn outline_from_row(trace_id: TraceId, row: OutlineRow) -> StoreResul
         start as u64,
         end.map(|e| e as u64),
     ))
+}
+
+/// A stored span as a write needs it to bring its trace's info up to date (what
+/// [`tracelake_store::derive::refresh_from_spans`] reads): a root whole (its `content`), any other
+/// span in outline with its token usage. Reading every span of a large trace whole on each
+/// append would make appending to it cost in proportion to its size.
+pub(crate) fn span_for_write(
+    trace_id: TraceId,
+    row: OutlineRow,
+    token_usage: Option<String>,
+    content: Option<String>,
+) -> StoreResult<Span> {
+    if let Some(content) = content {
+        return Span::from_dict_json(&content).map_err(|e| {
+            StoreError::Internal(format!("a stored span of trace {trace_id} is unreadable: {e}"))
+        });
+    }
+    let mut span = outline_from_row(trace_id, row)?;
+    if let Some(usage) = token_usage {
+        span.attributes.insert_raw(keys::CHAT_TOKEN_USAGE, usage);
+    }
+    Ok(span)
 }
 
 /// The id the spans of a stored trace carry.

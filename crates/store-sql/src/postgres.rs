@@ -24,7 +24,7 @@ use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, bat
 
 use crate::common::{
     InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
-    span_trace_id,
+    span_for_write, span_trace_id,
 };
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
@@ -362,6 +362,35 @@ async fn load_spans(conn: &mut PgConnection, keys: &[i64]) -> StoreResult<HashMa
     Ok(out)
 }
 
+/// The stored spans of the traces in `stored` as a write needs them ([`span_for_write`]), by key.
+async fn load_spans_for_write(
+    conn: &mut PgConnection,
+    stored: &HashMap<String, Stored<i64>>,
+) -> StoreResult<HashMap<i64, Vec<Span>>> {
+    let mut ids: HashMap<i64, TraceId> = HashMap::with_capacity(stored.len());
+    for (id, s) in stored {
+        ids.insert(s.key, span_trace_id(id)?);
+    }
+    let keys: Vec<i64> = ids.keys().copied().collect();
+    type Row =
+        (i64, i64, Option<i64>, String, String, String, i64, Option<i64>, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT trace_key, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, token_usage, \
+                CASE WHEN parent_span_id IS NULL THEN content END \
+         FROM spans WHERE trace_key = ANY($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    let mut out: HashMap<i64, Vec<Span>> = HashMap::new();
+    for (key, span_id, parent, name, span_type, status, start, end, usage, content) in rows {
+        let row = (span_id, parent, name, span_type, status, start, end);
+        out.entry(key).or_default().push(span_for_write(ids[&key], row, usage, content)?);
+    }
+    Ok(out)
+}
+
 /// The key of trace `id`; NotFound in MLflow's words when there is no such trace.
 async fn require_trace_key(conn: &mut PgConnection, id: &str) -> StoreResult<i64> {
     sqlx::query_scalar("SELECT trace_key FROM traces WHERE trace_id = $1")
@@ -390,8 +419,7 @@ async fn apply(conn: &mut PgConnection, batch: WriteBatch) -> StoreResult<Vec<Tr
         .await
         .map_err(pg_error)?;
     let stored = load_infos(conn, &ids).await?;
-    let keys: Vec<i64> = stored.values().map(|s| s.key).collect();
-    let stored_spans = load_spans(conn, &keys).await?;
+    let stored_spans = load_spans_for_write(conn, &stored).await?;
     let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
     save(conn, &changed).await?;
     Ok(changed.into_iter().map(|c| c.info).collect())

@@ -26,7 +26,7 @@ use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, bat
 
 use crate::common::{
     InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
-    span_trace_id,
+    span_for_write, span_trace_id,
 };
 use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
@@ -508,6 +508,31 @@ fn load_outline(conn: &Connection, trace_key: i64, trace_id: &str) -> StoreResul
     Ok(spans)
 }
 
+/// The stored spans of a trace as a write needs them ([`span_for_write`]).
+fn load_spans_for_write(conn: &Connection, trace_key: i64, trace_id: &str) -> StoreResult<Vec<Span>> {
+    let id = span_trace_id(trace_id)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, token_usage, \
+                    CASE WHEN parent_span_id IS NULL THEN content END \
+             FROM spans WHERE trace_key = ?1",
+        )
+        .map_err(internal)?;
+    let rows = stmt
+        .query_map(params![trace_key], |r| {
+            let row: OutlineRow =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+            Ok((row, r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?))
+        })
+        .map_err(internal)?;
+    let mut spans = Vec::new();
+    for row in rows {
+        let (row, usage, content) = row.map_err(internal)?;
+        spans.push(span_for_write(id, row, usage, content)?);
+    }
+    Ok(spans)
+}
+
 fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
@@ -519,7 +544,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     let (mut stored, mut stored_spans) = (HashMap::new(), HashMap::new());
     for (id, _) in &touched {
         if let Some(s) = load_info(tx, id)? {
-            stored_spans.insert(s.key, load_spans(tx, s.key)?);
+            stored_spans.insert(s.key, load_spans_for_write(tx, s.key, id)?);
             stored.insert(id.clone(), s);
         }
     }

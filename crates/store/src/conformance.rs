@@ -26,6 +26,7 @@ macro_rules! conformance_suite {
             experiments_have_unique_names_and_a_lifecycle,
             spans_and_info_in_either_order_store_the_same_trace,
             a_trace_seen_only_through_spans_takes_its_info_from_them,
+            a_trace_written_in_pieces_has_the_info_of_one_written_at_once,
             a_batch_is_all_or_nothing,
             writes_to_a_deleted_experiment_are_refused,
             search_answers_every_kind_of_filter,
@@ -238,6 +239,37 @@ pub async fn a_trace_seen_only_through_spans_takes_its_info_from_them(store: &dy
         info.trace_metadata["mlflow.trace.tokenUsage"],
         "{\"input_tokens\": 3, \"output_tokens\": 4, \"total_tokens\": 7}"
     );
+}
+
+pub async fn a_trace_written_in_pieces_has_the_info_of_one_written_at_once(store: &dyn TraceStore) {
+    let trace = |t: TraceId| {
+        let mut spans = sample_spans(t);
+        spans[0].attributes.insert("mlflow.traceTag.channel", "slack");
+        let usage = json!({"input_tokens": 10, "output_tokens": 1, "total_tokens": 11});
+        let mut tool = with(span(t, 3, Some(1), "tool", 1020, 1030), keys::CHAT_TOKEN_USAGE, usage);
+        tool.attributes.insert("session.id", "s-1");
+        let mut late = span(t, 4, Some(1), "late", 1040, 1150);
+        late.attributes.insert("user.id", "ann");
+        // child spans first, each in a batch of its own, the root last
+        vec![tool, spans.remove(1), late, spans.remove(0)]
+    };
+    let (whole, pieces) = (trace_id(0x320), trace_id(0x321));
+    store.write(spans_batch("0", trace(whole))).await.unwrap();
+    for span in trace(pieces) {
+        store.write(spans_batch("0", vec![span])).await.unwrap();
+    }
+    let at_once = store.get_trace_info(&whole.to_mlflow_v3()).await.unwrap();
+    let mut in_pieces = store.get_trace_info(&pieces.to_mlflow_v3()).await.unwrap();
+    in_pieces.trace_id.clone_from(&at_once.trace_id);
+    assert_eq!(in_pieces, at_once);
+    assert_eq!((at_once.request_time_ms, at_once.execution_duration_ms), (1000, Some(150)));
+    assert_eq!(at_once.trace_metadata["mlflow.trace.session"], "s-1");
+    assert_eq!(at_once.trace_metadata["mlflow.trace.user"], "ann");
+    assert_eq!(
+        at_once.trace_metadata["mlflow.trace.tokenUsage"],
+        "{\"input_tokens\": 13, \"output_tokens\": 5, \"total_tokens\": 18}"
+    );
+    assert_eq!(at_once.tags["channel"], "slack");
 }
 
 pub async fn a_batch_is_all_or_nothing(store: &dyn TraceStore) {

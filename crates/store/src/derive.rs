@@ -69,6 +69,10 @@ pub const SPANS_LOCATION_TRACKING_STORE: &str = "TRACKING_STORE";
 /// state follow the spans only while no info was written for the trace (`from_spans`); the
 /// rest (trace name, tags carried on the root, token usage, previews) fills what is still
 /// empty, so the result does not depend on whether spans or info arrived first.
+///
+/// Of the spans it reads the roots whole, and of the others the outline (ids, times, status)
+/// and the token usage; other attributes only of spans the write brings (for session and
+/// user). A store may therefore hand over its stored spans reduced to that.
 pub fn refresh_from_spans(info: &mut TraceInfo, spans: &[Span], from_spans: bool) {
     info.tags.insert(tag_keys::SPANS_LOCATION.into(), SPANS_LOCATION_TRACKING_STORE.into());
     let root = spans.iter().find(|s| s.is_root());
@@ -367,8 +371,17 @@ fn info_after_spans(
         // no info from the client yet: derived from the spans, keeping tags set meanwhile
         placeholder => {
             let mut info = info_from_spans(trace_id, location, spans);
-            for (k, v) in placeholder.into_iter().flat_map(|(previous, _)| previous.tags) {
-                info.tags.entry(k).or_insert(v);
+            if let Some((previous, _)) = placeholder {
+                for (k, v) in previous.tags {
+                    info.tags.entry(k).or_insert(v);
+                }
+                // Session and user came from the stored spans, which a store may hand over
+                // without their attributes (see `refresh_from_spans`).
+                for key in [metadata_keys::SESSION, metadata_keys::USER] {
+                    if let Some(v) = previous.trace_metadata.get(key) {
+                        info.trace_metadata.entry(key.into()).or_insert_with(|| v.clone());
+                    }
+                }
             }
             (info, true)
         }
