@@ -173,6 +173,54 @@ print("ok: seeded")
     let _ = repo();
 }
 
+/// A trace of 2,104 spans (a root, three stages of 700 steps) sent over OTLP to experiment 1;
+/// returns its id.
+fn send_large_trace(server: &Server) -> String {
+    use tracelake_model::{Attributes, Span, SpanId, SpanKind, SpanStatus, TraceId};
+    let t = TraceId::new(0x1a26e).unwrap();
+    let span = |id: u64, parent: Option<u64>, name: String, start_ms: u64| Span {
+        trace_id: t,
+        span_id: SpanId::new(id).unwrap(),
+        parent_id: parent.and_then(SpanId::new),
+        name: name.into(),
+        kind: SpanKind::Internal,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + start_ms * 1_000_000,
+        end_time_unix_nano: Some(1_700_000_000_000_000_000 + (start_ms + 1) * 1_000_000),
+        status: SpanStatus::ok(),
+        attributes: Attributes::new(),
+        events: vec![],
+        links: vec![],
+    };
+    let mut spans = vec![span(1, None, "large".into(), 0)];
+    for stage in 0..3u64 {
+        spans.push(span(10 + stage, Some(1), format!("stage-{stage}"), 1 + stage * 1_000));
+        for step in 0..700u64 {
+            spans.push(span(
+                1_000 + stage * 1_000 + step,
+                Some(10 + stage),
+                format!("step-{stage}-{step}"),
+                2 + stage * 1_000 + step,
+            ));
+        }
+    }
+    let body = tracelake_otlp::encode_protobuf(&tracelake_otlp::request_from_spans(
+        &spans,
+        &serde_json::Map::new(),
+        "test",
+        "1",
+    ));
+    let (status, answer) = support::post_to(
+        server.port,
+        "/v1/traces",
+        "application/x-protobuf",
+        &[("x-mlflow-experiment-id", "1")],
+        &body,
+    )
+    .expect("the server answers");
+    assert_eq!(status, 200, "{answer}");
+    t.to_mlflow_v3()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     let lake = tempfile::tempdir().unwrap();
@@ -295,6 +343,29 @@ async fn a_user_finds_a_trace_reads_it_and_tags_it_in_chromium() {
     b.open(&format!("{}/traces/trace:%2Fmain.browser%2F{hex}", server.url())).await;
     assert_eq!(b.find_all("[role=treeitem]").await.len(), 5, "the lake trace's tree");
     b.screenshot("10-lake-trace").await;
+
+    // A large trace opens collapsed; its subtrees load in place, by click and by keyboard.
+    let large = send_large_trace(&server);
+    b.open(&format!("{}/traces/{large}", server.url())).await;
+    assert_eq!(b.find_all("[role=treeitem]").await.len(), 4, "the root and its three stages");
+    let more = b.find_all("[role=treeitem][aria-expanded=false] .more").await;
+    assert_eq!(more.len(), 3);
+    b.click(&more[0]).await;
+    let items = "[role=treeitem][aria-expanded=true] > [role=group] > [role=treeitem]";
+    b.wait_text(items, |t| t.contains("step-0-0")).await;
+    assert_eq!(b.find_all(items).await.len(), 200, "the first stage's first 200 steps");
+    assert!(b.page_text().await.contains("500 more"), "the rest of the stage is counted");
+    assert!(b.url().await.ends_with(&large), "opened in place, not by following the link");
+    // Right on the second stage opens it, Right again goes to its first step.
+    let stage = b.link_with_text("[role=treeitem] > a", "stage-1").await;
+    b.session("POST", &format!("/element/{stage}/value"), json!({"text": "\u{E014}"})).await;
+    b.wait_text("[aria-expanded=true]:nth-of-type(2) [role=group] [role=treeitem]", |t| {
+        t.contains("step-1-0")
+    })
+    .await;
+    b.session("POST", &format!("/element/{stage}/value"), json!({"text": "\u{E014}"})).await;
+    assert!(b.text(&b.active().await).await.contains("step-1-0"), "Right: into the first child");
+    b.screenshot("11-large-trace").await;
 
     b.session("DELETE", "", Value::Null).await;
 }

@@ -39,6 +39,7 @@ pub fn router(store: Arc<dyn TraceStore>, lake: Option<Arc<dyn LakeAccess>>) -> 
         .route("/experiments/{id}/sessions/{session}", get(session))
         .route("/experiments/{id}/charts", get(charts))
         .route("/traces/{id}", get(trace))
+        .route("/traces/{id}/children/{span}", get(children))
         .route("/traces/{id}/tags", post(set_tag))
         .route("/traces/{id}/tags/delete", post(delete_tag))
         .route("/sql", get(sql))
@@ -214,6 +215,17 @@ async fn trace(
         None => None,
     };
     Ok(pages::trace(&outline, selected, chosen.as_ref()))
+}
+
+/// The children of one span, as the group a collapsed row of the trace page opens into.
+async fn children(
+    State(ui): State<Ui>,
+    Path((id, span)): Path<(String, String)>,
+) -> Result<Markup, PageError> {
+    let not_found = || PageError(StatusCode::NOT_FOUND, format!("Trace {id} has no span {span}."));
+    let parent = SpanId::from_hex(&span).map_err(|_| not_found())?;
+    let Some(outline) = ui.store.get_trace_outline(&id).await? else { return Err(not_found()) };
+    pages::children(&outline, parent).ok_or_else(not_found)
 }
 
 #[derive(Debug, Deserialize)]

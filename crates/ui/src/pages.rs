@@ -36,6 +36,7 @@ li[role=treeitem] > a:focus { outline: 2px solid #0969da; }
 .bar { display: block; position: relative; height: .8rem; background: #f0f2f4; margin-top: .2rem; }
 .bar span { position: absolute; top: 0; bottom: 0; background: #54aeff; min-width: 2px; }
 .bar span.failed { background: #ff8182; }
+.more { cursor: pointer; } p.rest { margin: .1rem 0 .3rem 1rem; font-size: .8rem; }
 .type { font-size: .7rem; font-weight: 600; border-radius: 3px; padding: 0 .25rem; background: #eef1f4; }
 pre.json { background: #f6f8fa; padding: .5rem; overflow: auto; max-height: 24rem; font-size: .8rem; }
 ol.chat { list-style: none; padding: 0; } ol.chat li { margin: .3rem 0; padding: .4rem; border-radius: 4px; background: #f6f8fa; }
@@ -44,8 +45,9 @@ ol.chat .role { font-weight: 600; font-size: .75rem; text-transform: uppercase; 
 "#;
 
 /// Arrow keys in the span tree, as the WAI-ARIA tree pattern has them: Up and Down move between
-/// rows, Home and End to the first and last, Left to the parent. (Without scripts the rows are
-/// plain links, reachable with Tab.)
+/// rows, Home and End to the first and last, Left to the parent, Right into the first child
+/// (opening a collapsed row in place first). (Without scripts the rows are plain links,
+/// reachable with Tab.)
 const TREE_KEYS: &str = r#"
 document.querySelectorAll('[role=tree]').forEach(function (tree) {
   tree.addEventListener('keydown', function (e) {
@@ -61,9 +63,37 @@ document.querySelectorAll('[role=tree]').forEach(function (tree) {
       var group = rows[i].parentElement.parentElement.closest('[role=treeitem]');
       next = group && group.querySelector(':scope > a');
     }
+    else if (e.key === 'ArrowRight') {
+      var item = rows[i].parentElement;
+      if (item.hasAttribute('data-children')) { openRow(item); e.preventDefault(); return; }
+      next = item.querySelector(':scope > [role=group] > [role=treeitem] > a');
+    }
     if (next) { next.focus(); e.preventDefault(); }
   });
+  // "N more" on a collapsed row loads its children in place (without scripts it is part of
+  // the row's link, whose page shows them).
+  tree.addEventListener('click', function (e) {
+    var more = e.target.closest('.more');
+    var item = more && more.closest('[role=treeitem]');
+    if (item && item.hasAttribute('data-children')) { openRow(item); e.preventDefault(); }
+  });
 });
+function openRow(item) {
+  if (item.getAttribute('aria-busy') === 'true') return;
+  item.setAttribute('aria-busy', 'true');
+  fetch(item.getAttribute('data-children')).then(function (r) {
+    if (!r.ok) throw new Error(r.status + ' ' + r.statusText);
+    return r.text();
+  }).then(function (html) {
+    item.insertAdjacentHTML('beforeend', html);
+    item.removeAttribute('data-children');
+    item.setAttribute('aria-expanded', 'true');
+    var more = item.querySelector(':scope > a .more');
+    if (more) more.remove();
+  }).catch(function (err) {
+    item.insertAdjacentHTML('beforeend', '<p class="error" role="alert">Could not load the children: ' + err.message + '</p>');
+  }).finally(function () { item.removeAttribute('aria-busy'); });
+}
 "#;
 
 fn layout(title: &str, body: Markup) -> Markup {
@@ -495,27 +525,53 @@ pub(crate) const FULL_TREE_SPANS: usize = 2_000;
 /// Children shown under one span at most, in a large trace.
 pub(crate) const MAX_CHILDREN_SHOWN: usize = 200;
 
-/// One row of the span tree: its depth, the span, and how many of its children are not shown.
+/// One row of the span tree: its depth, the span, and how many of its children are not shown
+/// (`collapsed` when none is: the row can be opened in place).
 pub(crate) struct Row<'a> {
     depth: usize,
     span: &'a Span,
     hidden_children: usize,
+    collapsed: bool,
+}
+
+impl<'a> Row<'a> {
+    fn new(depth: usize, span: &'a Span, children: usize, shown: usize) -> Self {
+        Row { depth, span, hidden_children: children - shown, collapsed: shown == 0 && children > 0 }
+    }
+}
+
+/// A trace's spans by id and by parent (each list by start time); a span whose parent is not in
+/// the trace counts as a top-level one.
+struct Tree<'a> {
+    by_id: HashMap<SpanId, &'a Span>,
+    children: HashMap<Option<SpanId>, Vec<&'a Span>>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(spans: &'a [Span]) -> Self {
+        let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
+        let mut children: HashMap<Option<SpanId>, Vec<&Span>> = HashMap::new();
+        for s in spans {
+            let parent = s.parent_id.filter(|p| by_id.contains_key(p));
+            children.entry(parent).or_default().push(s);
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()));
+        }
+        Tree { by_id, children }
+    }
+
+    fn children_of(&self, parent: Option<SpanId>) -> &[&'a Span] {
+        self.children.get(&parent).map_or(&[][..], Vec::as_slice)
+    }
 }
 
 /// Spans in tree order (each followed by its children, by start time). For a trace larger than
 /// [`FULL_TREE_SPANS`], only the roots' children and the children of the spans on the way to
 /// `selected` are opened, at most [`MAX_CHILDREN_SHOWN`] of each.
 fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
-    let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
-    let mut children: HashMap<Option<SpanId>, Vec<&Span>> = HashMap::new();
-    for s in spans {
-        // a span whose parent is not in the trace is shown at the top level
-        let parent = s.parent_id.filter(|p| by_id.contains_key(p));
-        children.entry(parent).or_default().push(s);
-    }
-    for list in children.values_mut() {
-        list.sort_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()));
-    }
+    let tree = Tree::new(spans);
+    let (by_id, children) = (&tree.by_id, &tree.children);
     let full = spans.len() <= FULL_TREE_SPANS;
     let mut open: std::collections::HashSet<SpanId> = std::collections::HashSet::new();
     if !full {
@@ -527,10 +583,9 @@ fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
         }
     }
     let mut out = Vec::with_capacity(if full { spans.len() } else { 256 });
-    let mut stack: Vec<(usize, &Span)> =
-        children.get(&None).map(|roots| roots.iter().rev().map(|s| (0, *s)).collect()).unwrap_or_default();
+    let mut stack: Vec<(usize, &Span)> = tree.children_of(None).iter().rev().map(|s| (0, *s)).collect();
     while let Some((depth, span)) = stack.pop() {
-        let kids = children.get(&Some(span.span_id)).map_or(&[][..], Vec::as_slice);
+        let kids = tree.children_of(Some(span.span_id));
         let shown: &[&Span] = if full {
             kids
         } else if open.contains(&span.span_id) {
@@ -539,7 +594,7 @@ fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
             if kids.len() > MAX_CHILDREN_SHOWN
                 && let Some(on_path) = kids[MAX_CHILDREN_SHOWN..].iter().find(|k| open.contains(&k.span_id))
             {
-                out.push(Row { depth, span, hidden_children: kids.len() - cap.len() - 1 });
+                out.push(Row::new(depth, span, kids.len(), cap.len() + 1));
                 stack.push((depth + 1, on_path));
                 stack.extend(cap.iter().rev().map(|k| (depth + 1, *k)));
                 continue;
@@ -548,7 +603,7 @@ fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
         } else {
             &[]
         };
-        out.push(Row { depth, span, hidden_children: kids.len() - shown.len() });
+        out.push(Row::new(depth, span, kids.len(), shown.len()));
         stack.extend(shown.iter().rev().map(|k| (depth + 1, *k)));
     }
     out
@@ -673,14 +728,7 @@ pub(crate) fn trace(trace: &Trace, selected: Option<SpanId>, chosen: Option<&Spa
     let info = &trace.info;
     let name = info.tags.get(tag_keys::TRACE_NAME).map_or(info.trace_id.as_str(), String::as_str);
     let ordered = tree_rows(&trace.spans, selected);
-    let start = trace.spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
-    let end = trace
-        .spans
-        .iter()
-        .map(|s| s.end_time_unix_nano.unwrap_or(s.start_time_unix_nano))
-        .max()
-        .unwrap_or(start);
-    let total = (end.saturating_sub(start)).max(1) as f64;
+    let (start, total) = timeline(&trace.spans);
     let experiment = info.trace_location.experiment_id();
     layout(
         name,
@@ -742,14 +790,56 @@ pub(crate) fn trace(trace: &Trace, selected: Option<SpanId>, chosen: Option<&Spa
     )
 }
 
+/// The children of span `parent` in trace `trace` (spans in outline), as the group a collapsed
+/// row of the trace page opens into: at most [`MAX_CHILDREN_SHOWN`], each collapsed, with the
+/// number of the others; bars on the trace's timeline.
+pub(crate) fn children(trace: &Trace, parent: SpanId) -> Option<Markup> {
+    let tree = Tree::new(&trace.spans);
+    tree.by_id.get(&parent)?;
+    let kids = tree.children_of(Some(parent));
+    let shown = &kids[..kids.len().min(MAX_CHILDREN_SHOWN)];
+    let rows: Vec<Row<'_>> =
+        shown.iter().map(|k| Row::new(0, k, tree.children_of(Some(k.span_id)).len(), 0)).collect();
+    let (start, total) = timeline(&trace.spans);
+    let list = span_list(r#"<ul role="group">"#, &trace.info.trace_id, &rows, None, start, total);
+    let rest = kids.len() - shown.len();
+    Some(html! {
+        (list)
+        @if rest > 0 {
+            p.muted.rest { (rest) " more: select one of them (by its link) to see it among them" }
+        }
+    })
+}
+
+/// Where a trace's timeline starts, and how long it is (ns, at least 1).
+fn timeline(spans: &[Span]) -> (u64, f64) {
+    let start = spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
+    let end =
+        spans.iter().map(|s| s.end_time_unix_nano.unwrap_or(s.start_time_unix_nano)).max().unwrap_or(start);
+    (start, (end.saturating_sub(start)).max(1) as f64)
+}
+
 /// The span tree as nested lists (links, so it is keyboard-navigable), each row with its bar
 /// on the trace's timeline.
 fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<SpanId>, start: u64, total: f64) -> Markup {
+    span_list(r#"<ul role="tree" aria-labelledby="spans-heading">"#, trace_id, ordered, chosen, start, total)
+}
+
+/// Rows as nested lists in the list `open` starts. A collapsed row says where its children are
+/// (`data-children`), which the page's script loads into it when it is opened.
+fn span_list(
+    open: &str,
+    trace_id: &str,
+    ordered: &[Row<'_>],
+    chosen: Option<SpanId>,
+    start: u64,
+    total: f64,
+) -> Markup {
     // Rebuild nesting from depths: open a group when going deeper, close when coming back.
     let mut out = String::new();
-    out.push_str(r#"<ul role="tree" aria-labelledby="spans-heading">"#);
+    out.push_str(open);
     let mut depth = 0;
-    for (i, Row { depth: d, span, hidden_children }) in ordered.iter().enumerate() {
+    for (i, Row { depth: d, span, hidden_children, collapsed }) in ordered.iter().enumerate() {
         while depth > *d {
             out.push_str("</li></ul>");
             depth -= 1;
@@ -782,7 +872,13 @@ fn span_tree(trace_id: &str, ordered: &[Row<'_>], chosen: Option<SpanId>, start:
                 }
             }
         };
-        out.push_str(r#"<li role="treeitem">"#);
+        if *collapsed {
+            let url = format!("{}/children/{}", trace_href(trace_id, None), span.span_id);
+            let url = html! { (url) }.into_string(); // escaped for the attribute
+            out.push_str(&format!(r#"<li role="treeitem" aria-expanded="false" data-children="{url}">"#));
+        } else {
+            out.push_str(r#"<li role="treeitem">"#);
+        }
         out.push_str(&row.into_string());
     }
     if !ordered.is_empty() {

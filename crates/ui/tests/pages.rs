@@ -265,6 +265,20 @@ async fn a_large_trace_opens_collapsed_and_expands_on_the_way_to_a_span() {
     assert_eq!(html.matches(r#"role="treeitem""#).count(), 4 + 201);
     assert!(html.contains("▸ 799 more"), "the rest of its stage is counted");
     assert!(html.contains(r#"<h2 id="span-details">step-2-777"#));
+
+    // A collapsed stage says where its children are; they come as a group of their own.
+    let (_, html) = get(&store, &format!("/traces/{id}")).await;
+    let url = format!("/traces/{id}/children/{}", tracelake_model::SpanId::new(11).unwrap());
+    assert!(html.contains(&format!(r#"aria-expanded="false" data-children="{url}""#)), "{html}");
+    let (status, group) = get(&store, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(group.starts_with(r#"<ul role="group">"#), "{}", &group[..200]);
+    assert_eq!(group.matches(r#"role="treeitem""#).count(), 200);
+    assert!(group.contains("step-1-0") && group.contains("step-1-199") && !group.contains("step-1-200"));
+    assert!(group.contains("800 more"), "the rest is counted");
+    assert!(!group.contains("data-children"), "steps have no children to open");
+    let (status, _) = get(&store, &format!("/traces/{id}/children/00000000000003e7")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a span the trace does not have");
 }
 
 #[tokio::test]
