@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 use tracelake_model::{
-    Span, SpanId, StatusCode as SpanStatusCode, Trace, TraceInfo, exception, format_timestamp_ms, keys,
-    metadata_keys, tag_keys,
+    Span, SpanId, SpanType, StatusCode as SpanStatusCode, Trace, TraceInfo, exception, format_timestamp_ms,
+    keys, metadata_keys, tag_keys,
 };
 use tracelake_store::Experiment;
 
@@ -38,6 +38,9 @@ li[role=treeitem] > a:focus { outline: 2px solid #0969da; }
 .bar span.failed { background: #ff8182; }
 .more { cursor: pointer; } p.rest { margin: .1rem 0 .3rem 1rem; font-size: .8rem; }
 .type { font-size: .7rem; font-weight: 600; border-radius: 3px; padding: 0 .25rem; background: #eef1f4; }
+.type .icon { fill: currentColor; vertical-align: -1px; }
+.type-model { color: #8250df; } .type-flow { color: #0969da; } .type-tool { color: #bc4c00; }
+.type-data { color: #1a7f37; } .type-check { color: #cf222e; } .type-other { color: #57606a; }
 pre.json { background: #f6f8fa; padding: .5rem; overflow: auto; max-height: 24rem; font-size: .8rem; }
 ol.chat { list-style: none; padding: 0; } ol.chat li { margin: .3rem 0; padding: .4rem; border-radius: 4px; background: #f6f8fa; }
 ol.chat li.role-user { background: #ddf4ff; } ol.chat li.role-assistant { background: #dafbe1; }
@@ -663,10 +666,36 @@ fn value_block(label: &str, value: Option<Value>) -> Markup {
     }
 }
 
+/// A span type's badge: an icon of its kind of work (a shape and a colour; decorative, the
+/// name says it) and its name.
+fn type_badge(span_type: &SpanType) -> Markup {
+    // (kind, SVG path in a 10×10 box)
+    let (kind, path) = match span_type {
+        SpanType::Llm | SpanType::ChatModel | SpanType::Embedding => ("model", "M5 0 L10 5 L5 10 L0 5 Z"),
+        SpanType::Agent | SpanType::Chain | SpanType::Workflow | SpanType::Task => {
+            ("flow", "M0 1 H10 V4 H0 Z M0 6 H10 V9 H0 Z")
+        }
+        SpanType::Tool => ("tool", "M1 1 H9 V9 H1 Z"),
+        SpanType::Retriever | SpanType::Reranker | SpanType::Memory => {
+            ("data", "M5 0 A5 2.5 0 0 1 5 5 A5 2.5 0 0 1 5 0 Z M0 3 V8 A5 2 0 0 0 10 8 V3")
+        }
+        SpanType::Guardrail | SpanType::Evaluator => ("check", "M5 0 L10 10 H0 Z"),
+        _ => ("other", "M5 2 A3 3 0 1 1 5 8 A3 3 0 1 1 5 2 Z"),
+    };
+    html! {
+        span class={ "type type-" (kind) } {
+            svg.icon aria-hidden="true" focusable="false" width="10" height="10" viewBox="0 0 10 10" {
+                path d=(path) {}
+            }
+            " " (span_type.as_str())
+        }
+    }
+}
+
 fn span_details(span: &Span) -> Markup {
     let hidden = [keys::INPUTS, keys::OUTPUTS];
     html! {
-        h2 #span-details { (span.name) " " span.type { (span.span_type().as_str()) } }
+        h2 #span-details { (span.name) " " (type_badge(&span.span_type())) }
         dl {
             dt { "Status" } dd { (state_cell(span.status.code.as_str())) @if !span.status.message.is_empty() { " — " (span.status.message) } }
             dt { "Span ID" } dd { code { (span.span_id.to_string()) } }
@@ -859,7 +888,7 @@ fn span_list(
             a href={ (trace_href(trace_id, Some(&span.span_id.to_string()))) "#span-details" }
                 aria-current=[current.then_some("true")] {
                 span {
-                    span.type { (span.span_type().as_str()) } " " (span.name)
+                    (type_badge(&span.span_type())) " " (span.name)
                     @if failed { " " span.status-ERROR { "ERROR" } }
                     @if *hidden_children > 0 { " " span.muted.more { "▸ " (hidden_children) " more" } }
                 }

@@ -136,7 +136,11 @@ async fn a_span_has_a_stable_link_showing_its_error_and_stack_trace() {
     let f = fixture().await;
     let (status, html) = get(&f.store, &format!("/traces/{}?span={}", f.trace_id, f.failing_span)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains(r#"<h2 id="span-details">lookup <span class="type">TOOL</span></h2>"#), "{html}");
+    assert!(html.contains(r#"<h2 id="span-details">lookup <span class="type type-tool">"#), "{html}");
+    assert!(
+        html.contains(r#"<svg class="icon" aria-hidden="true""#) && html.contains(" TOOL</span></h2>"),
+        "{html}"
+    );
     assert!(html.contains("no such order"), "{html}");
     assert!(html.contains("<strong>KeyError</strong>: order 7"), "{html}");
     assert!(html.contains("Traceback: line 3 in lookup"), "{html}");
