@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use support::webdriver::Browser;
-use support::{Server, python, repo};
+use support::{Server, python};
 
 impl Browser {
     /// The text of the first element matching `css` once `ready` holds for it, waiting (up to
@@ -126,15 +126,19 @@ impl Browser {
 fn seed(server: &Server) {
     let dir = tempfile::tempdir().unwrap();
     let app = support::example("instrumented_app");
-    let out = Command::new(&app)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("MLFLOW_TRACKING_URI", server.url())
-        .env("MLFLOW_EXPERIMENT_NAME", "browser")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // the instrumented example with these variables besides the tracking URI
+    let run_app = |vars: &[(&str, &str)]| {
+        let out = Command::new(&app)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MLFLOW_TRACKING_URI", server.url())
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run_app(&[("MLFLOW_EXPERIMENT_NAME", "browser")]);
     let script = r#"
 import sys, mlflow
 mlflow.set_tracking_uri(sys.argv[1])
@@ -160,17 +164,7 @@ print("ok: seeded")
         String::from_utf8_lossy(&out.stderr)
     );
     // Spans in a lake schema, through the server.
-    let out = Command::new(&app)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("MLFLOW_TRACKING_URI", server.url())
-        .env("MLFLOW_TRACING_DESTINATION", "main.browser")
-        .env("TRACELAKE_APP_TRACES", "2")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let _ = repo();
+    run_app(&[("MLFLOW_TRACING_DESTINATION", "main.browser"), ("TRACELAKE_APP_TRACES", "2")]);
 }
 
 /// A trace of 2,104 spans (a root, three stages of 700 steps) sent over OTLP to experiment 1;

@@ -20,7 +20,7 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 use parking_lot::RwLock;
 use tokio::sync::Mutex;
-use tracelake_model::{Span, SpanOrigin, TraceId, TraceInfo};
+use tracelake_model::{Span, SpanOrigin, Trace, TraceId, TraceInfo};
 use tracelake_store::derive::{Stored, apply_batch, batch_traces, order_spans};
 use tracelake_store::{Experiment, StoreError, StoreResult, WriteBatch};
 
@@ -183,6 +183,16 @@ impl LakeSchema {
             }
         }
         Ok(out)
+    }
+
+    /// The traces among `ids` this schema holds, whole, in no particular order.
+    pub(crate) async fn load_traces(&self, ids: &[u128]) -> StoreResult<Vec<Trace>> {
+        let infos = self.load_infos(ids).await?;
+        let mut spans = self.load_spans(ids).await?;
+        Ok(infos
+            .into_iter()
+            .map(|(id, stored)| Trace { spans: spans.remove(&id).unwrap_or_default(), info: stored.info })
+            .collect())
     }
 
     /// Every span of each of `ids`, deduplicated by span id (the last written wins).

@@ -52,6 +52,12 @@ enum Owner {
     Lake(Arc<LakeSchema>),
 }
 
+/// A read of one trace: the tracking store answers it, or the lake did (the trace, if any).
+enum OneTrace {
+    Control,
+    Lake(Option<Box<Trace>>),
+}
+
 impl LakeStore {
     pub fn new(control: Arc<dyn TraceStore>, lake: Arc<Lake>) -> Self {
         Self { control, lake, links: RwLock::new(HashMap::new()), default_catalog: None }
@@ -119,6 +125,21 @@ impl LakeStore {
         }
         // the tracking store answers for the rest, unknown ids included
         Ok(Some(Owner::Control))
+    }
+
+    /// Where a read of one trace goes: to the tracking store, or to the trace read whole from
+    /// its lake schema (`None` when there is no such trace).
+    async fn one_trace(&self, trace_id: &str) -> StoreResult<OneTrace> {
+        match self.owner(trace_id).await {
+            Ok(Some(Owner::Control)) => Ok(OneTrace::Control),
+            Ok(Some(Owner::Lake(schema))) => {
+                let id =
+                    TraceId::from_mlflow(trace_id).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+                Ok(OneTrace::Lake(schema.load_traces(&[id.to_u128()]).await?.pop().map(Box::new)))
+            }
+            Ok(None) | Err(StoreError::InvalidArgument(_)) => Ok(OneTrace::Lake(None)),
+            Err(e) => Err(e),
+        }
     }
 
     fn not_found(trace_id: &str) -> StoreError {
@@ -351,25 +372,18 @@ impl TraceStore for LakeStore {
     }
 
     async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
-        match self.owner(trace_id).await {
-            Ok(Some(Owner::Control)) => self.control.get_trace_outline(trace_id).await,
-            Ok(Some(Owner::Lake(_))) => {
-                Ok(self.get_traces(&[trace_id.to_owned()]).await?.pop().map(trace_outline))
-            }
-            Ok(None) | Err(StoreError::InvalidArgument(_)) => Ok(None),
-            Err(e) => Err(e),
+        match self.one_trace(trace_id).await? {
+            OneTrace::Control => self.control.get_trace_outline(trace_id).await,
+            OneTrace::Lake(trace) => Ok(trace.map(|t| trace_outline(*t))),
         }
     }
 
     async fn get_span(&self, trace_id: &str, span_id: SpanId) -> StoreResult<Option<Span>> {
-        match self.owner(trace_id).await {
-            Ok(Some(Owner::Control)) => self.control.get_span(trace_id, span_id).await,
-            Ok(Some(Owner::Lake(_))) => {
-                let trace = self.get_traces(&[trace_id.to_owned()]).await?.pop();
+        match self.one_trace(trace_id).await? {
+            OneTrace::Control => self.control.get_span(trace_id, span_id).await,
+            OneTrace::Lake(trace) => {
                 Ok(trace.and_then(|t| t.spans.into_iter().find(|s| s.span_id == span_id)))
             }
-            Ok(None) | Err(StoreError::InvalidArgument(_)) => Ok(None),
-            Err(e) => Err(e),
         }
     }
 
@@ -397,10 +411,7 @@ impl TraceStore for LakeStore {
             found.insert(trace.info.trace_id.clone(), trace);
         }
         for (_, (schema, ids)) in by_schema {
-            let infos = schema.load_infos(&ids).await?;
-            let mut spans = schema.load_spans(&ids).await?;
-            for (id, stored) in infos {
-                let trace = Trace { spans: spans.remove(&id).unwrap_or_default(), info: stored.info };
+            for trace in schema.load_traces(&ids).await? {
                 found.insert(trace.info.trace_id.clone(), trace);
             }
         }

@@ -98,8 +98,34 @@ pub(crate) fn sort_spans(spans: &mut [Span]) {
 /// start_time_ns, end_time_ns`), which make its outline.
 pub(crate) type OutlineRow = (i64, Option<i64>, String, String, String, i64, Option<i64>);
 
+/// How much of each stored span a read takes without reading span contents whole.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reduced {
+    /// The outline ([`tracelake_store::derive::outline`]), for `get_trace_outline`.
+    Outline,
+    /// What a write needs: roots whole, the others in outline with their token usage.
+    ForWrite,
+}
+
+impl Reduced {
+    /// The columns to select from `spans`: the outline's, then the token usage and the root's
+    /// content (NULL when not wanted), read by [`reduced_span`].
+    pub(crate) fn columns(self) -> &'static str {
+        match self {
+            Reduced::Outline => {
+                "span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, \
+                 CAST(NULL AS TEXT), CAST(NULL AS TEXT)"
+            }
+            Reduced::ForWrite => {
+                "span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, token_usage, \
+                 CASE WHEN parent_span_id IS NULL THEN content END"
+            }
+        }
+    }
+}
+
 /// The outline of a stored span of trace `trace_id` (see [`tracelake_store::derive::outline`]).
-pub(crate) fn outline_from_row(trace_id: TraceId, row: OutlineRow) -> StoreResult<Span> {
+fn outline_from_row(trace_id: TraceId, row: OutlineRow) -> StoreResult<Span> {
     let (span_id, parent, name, span_type, status, start, end) = row;
     let span_id = SpanId::new(span_id as u64)
         .ok_or_else(|| StoreError::Internal(format!("trace {trace_id} stores a span with id 0")))?;
@@ -117,11 +143,12 @@ pub(crate) fn outline_from_row(trace_id: TraceId, row: OutlineRow) -> StoreResul
     ))
 }
 
-/// A stored span as a write needs it to bring its trace's info up to date (what
-/// [`tracelake_store::derive::refresh_from_spans`] reads): a root whole (its `content`), any other
-/// span in outline with its token usage. Reading every span of a large trace whole on each
-/// append would make appending to it cost in proportion to its size.
-pub(crate) fn span_for_write(
+/// A stored span read as [`Reduced`] selects it: whole when its `content` was read (a root, for
+/// a write), else its outline with its token usage if read. A write needs no more to bring its
+/// trace's info up to date (what [`tracelake_store::derive::refresh_from_spans`] reads);
+/// reading every span of a large trace whole on each append would make appending to it cost in
+/// proportion to its size.
+pub(crate) fn reduced_span(
     trace_id: TraceId,
     row: OutlineRow,
     token_usage: Option<String>,

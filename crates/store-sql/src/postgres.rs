@@ -23,8 +23,7 @@ use tracelake_store::{
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
 
 use crate::common::{
-    InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
-    span_for_write, span_trace_id,
+    InfoRow, Reduced, RunRow, lifecycle_stage, now_ms, reduced_span, run_from_row, sort_spans, span_trace_id,
 };
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
@@ -362,33 +361,30 @@ async fn load_spans(conn: &mut PgConnection, keys: &[i64]) -> StoreResult<HashMa
     Ok(out)
 }
 
-/// The stored spans of the traces in `stored` as a write needs them ([`span_for_write`]), by key.
-async fn load_spans_for_write(
+/// The spans of the traces `ids` (trace key → the id their spans carry) as `how` reduces them,
+/// without reading span contents whole; by key.
+async fn load_reduced(
     conn: &mut PgConnection,
-    stored: &HashMap<String, Stored<i64>>,
+    ids: &HashMap<i64, TraceId>,
+    how: Reduced,
 ) -> StoreResult<HashMap<i64, Vec<Span>>> {
-    let mut ids: HashMap<i64, TraceId> = HashMap::with_capacity(stored.len());
-    for (id, s) in stored {
-        ids.insert(s.key, span_trace_id(id)?);
-    }
     let keys: Vec<i64> = ids.keys().copied().collect();
     type Row =
         (i64, i64, Option<i64>, String, String, String, i64, Option<i64>, Option<String>, Option<String>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT trace_key, span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, token_usage, \
-                CASE WHEN parent_span_id IS NULL THEN content END \
-         FROM spans WHERE trace_key = ANY($1)",
-    )
-    .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(pg_error)?;
+    let sql = format!("SELECT trace_key, {} FROM spans WHERE trace_key = ANY($1)", how.columns());
+    let rows: Vec<Row> =
+        sqlx::query_as(AssertSqlSafe(sql)).bind(&keys).fetch_all(&mut *conn).await.map_err(pg_error)?;
     let mut out: HashMap<i64, Vec<Span>> = HashMap::new();
     for (key, span_id, parent, name, span_type, status, start, end, usage, content) in rows {
         let row = (span_id, parent, name, span_type, status, start, end);
-        out.entry(key).or_default().push(span_for_write(ids[&key], row, usage, content)?);
+        out.entry(key).or_default().push(reduced_span(ids[&key], row, usage, content)?);
     }
     Ok(out)
+}
+
+/// The trace keys of `stored` with the ids their spans carry.
+fn span_ids_by_key(stored: &HashMap<String, Stored<i64>>) -> StoreResult<HashMap<i64, TraceId>> {
+    stored.iter().map(|(id, s)| Ok((s.key, span_trace_id(id)?))).collect()
 }
 
 /// The key of trace `id`; NotFound in MLflow's words when there is no such trace.
@@ -419,7 +415,7 @@ async fn apply(conn: &mut PgConnection, batch: WriteBatch) -> StoreResult<Vec<Tr
         .await
         .map_err(pg_error)?;
     let stored = load_infos(conn, &ids).await?;
-    let stored_spans = load_spans_for_write(conn, &stored).await?;
+    let stored_spans = load_reduced(conn, &span_ids_by_key(&stored)?, Reduced::ForWrite).await?;
     let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
     save(conn, &changed).await?;
     Ok(changed.into_iter().map(|c| c.info).collect())
@@ -836,20 +832,11 @@ impl TraceStore for PostgresStore {
 
     async fn get_trace_outline(&self, trace_id: &str) -> StoreResult<Option<Trace>> {
         let mut conn = self.conn().await?;
-        let Some(stored) = load_infos(&mut conn, &[trace_id]).await?.remove(trace_id) else {
-            return Ok(None);
-        };
-        let id = span_trace_id(trace_id)?;
-        let rows: Vec<OutlineRow> = sqlx::query_as(
-            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns \
-             FROM spans WHERE trace_key = $1",
-        )
-        .bind(stored.key)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+        let mut found = load_infos(&mut conn, &[trace_id]).await?;
+        let ids = span_ids_by_key(&found)?;
+        let Some(stored) = found.remove(trace_id) else { return Ok(None) };
         let mut spans =
-            rows.into_iter().map(|row| outline_from_row(id, row)).collect::<StoreResult<Vec<_>>>()?;
+            load_reduced(&mut conn, &ids, Reduced::Outline).await?.remove(&stored.key).unwrap_or_default();
         sort_spans(&mut spans);
         Ok(Some(Trace { info: stored.info, spans }))
     }

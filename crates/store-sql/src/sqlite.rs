@@ -25,8 +25,8 @@ use tracelake_store::{
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
 
 use crate::common::{
-    InfoRow, OutlineRow, RunRow, lifecycle_stage, now_ms, outline_from_row, run_from_row, sort_spans,
-    span_for_write, span_trace_id,
+    InfoRow, OutlineRow, Reduced, RunRow, lifecycle_stage, now_ms, reduced_span, run_from_row, sort_spans,
+    span_trace_id,
 };
 use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
@@ -485,39 +485,11 @@ fn load_spans(conn: &Connection, trace_key: i64) -> StoreResult<Vec<Span>> {
     Ok(spans)
 }
 
-/// The spans of a trace in outline, from their indexed columns, in `get_traces` order.
-fn load_outline(conn: &Connection, trace_key: i64, trace_id: &str) -> StoreResult<Vec<Span>> {
+/// The spans of a trace as `how` reduces them, without reading span contents whole.
+fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced) -> StoreResult<Vec<Span>> {
     let id = span_trace_id(trace_id)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns \
-             FROM spans WHERE trace_key = ?1",
-        )
-        .map_err(internal)?;
-    let rows = stmt
-        .query_map(params![trace_key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-        })
-        .map_err(internal)?;
-    let mut spans = Vec::new();
-    for row in rows {
-        let row: OutlineRow = row.map_err(internal)?;
-        spans.push(outline_from_row(id, row)?);
-    }
-    sort_spans(&mut spans);
-    Ok(spans)
-}
-
-/// The stored spans of a trace as a write needs them ([`span_for_write`]).
-fn load_spans_for_write(conn: &Connection, trace_key: i64, trace_id: &str) -> StoreResult<Vec<Span>> {
-    let id = span_trace_id(trace_id)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT span_id, parent_span_id, name, type, status, start_time_ns, end_time_ns, token_usage, \
-                    CASE WHEN parent_span_id IS NULL THEN content END \
-             FROM spans WHERE trace_key = ?1",
-        )
-        .map_err(internal)?;
+    let sql = format!("SELECT {} FROM spans WHERE trace_key = ?1", how.columns());
+    let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
     let rows = stmt
         .query_map(params![trace_key], |r| {
             let row: OutlineRow =
@@ -528,7 +500,7 @@ fn load_spans_for_write(conn: &Connection, trace_key: i64, trace_id: &str) -> St
     let mut spans = Vec::new();
     for row in rows {
         let (row, usage, content) = row.map_err(internal)?;
-        spans.push(span_for_write(id, row, usage, content)?);
+        spans.push(reduced_span(id, row, usage, content)?);
     }
     Ok(spans)
 }
@@ -544,7 +516,7 @@ fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>
     let (mut stored, mut stored_spans) = (HashMap::new(), HashMap::new());
     for (id, _) in &touched {
         if let Some(s) = load_info(tx, id)? {
-            stored_spans.insert(s.key, load_spans_for_write(tx, s.key, id)?);
+            stored_spans.insert(s.key, load_reduced(tx, s.key, id, Reduced::ForWrite)?);
             stored.insert(id.clone(), s);
         }
     }
@@ -883,7 +855,9 @@ impl TraceStore for SqliteStore {
         let id = trace_id.to_owned();
         self.read(move |c| {
             let Some(s) = load_info(c, &id)? else { return Ok(None) };
-            Ok(Some(Trace { spans: load_outline(c, s.key, &id)?, info: s.info }))
+            let mut spans = load_reduced(c, s.key, &id, Reduced::Outline)?;
+            sort_spans(&mut spans);
+            Ok(Some(Trace { spans, info: s.info }))
         })
         .await
     }

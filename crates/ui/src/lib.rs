@@ -209,12 +209,12 @@ async fn trace(
     let Some(outline) = ui.store.get_trace_outline(&id).await? else {
         return Err(PageError(StatusCode::NOT_FOUND, format!("Trace with ID {id} not found.")));
     };
-    let selected = p.span.as_deref().and_then(|s| SpanId::from_hex(s).ok());
-    let chosen = match pages::shown_span(&outline.spans, selected) {
+    let page = pages::TracePage::new(&outline, p.span.as_deref().and_then(|s| SpanId::from_hex(s).ok()));
+    let chosen = match page.shown_span() {
         Some(span_id) => ui.store.get_span(&id, span_id).await?,
         None => None,
     };
-    Ok(pages::trace(&outline, selected, chosen.as_ref()))
+    Ok(page.render(chosen.as_ref()))
 }
 
 /// The children of one span, as the group a collapsed row of the trace page opens into.

@@ -10,6 +10,7 @@ use tracelake_model::{
     keys, metadata_keys, tag_keys,
 };
 use tracelake_store::Experiment;
+use tracelake_store::lake::{INFO_TABLE, LOGS_TABLE, METRICS_TABLE, SPANS_TABLE};
 
 const STYLE: &str = r#"
 :root { font-family: system-ui, sans-serif; color: #1c1e21; }
@@ -149,7 +150,9 @@ fn sql_cell(v: Option<&serde_json::Value>) -> String {
 pub(crate) fn sql(schemas: &[String], query: &str, result: Option<Result<&SqlResult, &str>>) -> Markup {
     let example = schemas.first().map_or_else(
         || "SELECT 1".to_owned(),
-        |s| format!("SELECT name, count(*) AS spans FROM {s}.mlflow_experiment_trace_otel_spans GROUP BY name ORDER BY spans DESC"),
+        |s| {
+            format!("SELECT name, count(*) AS spans FROM {s}.{SPANS_TABLE} GROUP BY name ORDER BY spans DESC")
+        },
     );
     layout(
         "SQL",
@@ -187,7 +190,7 @@ pub(crate) fn sql(schemas: &[String], query: &str, result: Option<Result<&SqlRes
             } @else {
                 ul {
                     @for s in schemas {
-                        @for t in ["mlflow_experiment_trace_otel_spans", "mlflow_experiment_trace_otel_logs", "mlflow_experiment_trace_otel_metrics", "mlflow_experiment_trace_info"] {
+                        @for t in [SPANS_TABLE, LOGS_TABLE, METRICS_TABLE, INFO_TABLE] {
                             @let name = format!("{s}.{t}");
                             li { a href={ "/sql?q=" (encode(&format!("SELECT * FROM {name} LIMIT 100"))) } { code { (name) } } }
                         }
@@ -572,10 +575,9 @@ impl<'a> Tree<'a> {
 /// Spans in tree order (each followed by its children, by start time). For a trace larger than
 /// [`FULL_TREE_SPANS`], only the roots' children and the children of the spans on the way to
 /// `selected` are opened, at most [`MAX_CHILDREN_SHOWN`] of each.
-fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
-    let tree = Tree::new(spans);
+fn tree_rows<'a>(tree: &Tree<'a>, selected: Option<SpanId>) -> Vec<Row<'a>> {
     let (by_id, children) = (&tree.by_id, &tree.children);
-    let full = spans.len() <= FULL_TREE_SPANS;
+    let full = by_id.len() <= FULL_TREE_SPANS;
     let mut open: std::collections::HashSet<SpanId> = std::collections::HashSet::new();
     if !full {
         open.extend(children.get(&None).into_iter().flatten().map(|s| s.span_id));
@@ -585,7 +587,7 @@ fn tree_rows(spans: &[Span], selected: Option<SpanId>) -> Vec<Row<'_>> {
             at = span.parent_id.and_then(|p| by_id.get(&p).copied());
         }
     }
-    let mut out = Vec::with_capacity(if full { spans.len() } else { 256 });
+    let mut out = Vec::with_capacity(if full { by_id.len() } else { 256 });
     let mut stack: Vec<(usize, &Span)> = tree.children_of(None).iter().rev().map(|s| (0, *s)).collect();
     while let Some((depth, span)) = stack.pop() {
         let kids = tree.children_of(Some(span.span_id));
@@ -737,26 +739,37 @@ fn span_details(span: &Span) -> Markup {
     }
 }
 
-/// The span a trace page shows in full: `selected` when the trace has it, else the first span at
-/// the top of the tree (a root, or a span whose parent is missing).
-pub(crate) fn shown_span(spans: &[Span], selected: Option<SpanId>) -> Option<SpanId> {
-    if let Some(id) = selected.filter(|id| spans.iter().any(|s| s.span_id == *id)) {
-        return Some(id);
-    }
-    let ids: std::collections::HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
-    spans
-        .iter()
-        .filter(|s| s.parent_id.is_none_or(|p| !ids.contains(&p)))
-        .min_by_key(|s| (s.start_time_unix_nano, s.span_id.to_u64()))
-        .map(|s| s.span_id)
+/// A trace's page: the trace with its spans in outline (enough for the tree and the timeline),
+/// their tree, and the span the link asked for.
+pub(crate) struct TracePage<'a> {
+    trace: &'a Trace,
+    tree: Tree<'a>,
+    selected: Option<SpanId>,
 }
 
-/// A trace's page: `trace` holds its spans in outline (enough for the tree and the timeline),
-/// `chosen` the span shown in full, `selected` the span the link asked for.
-pub(crate) fn trace(trace: &Trace, selected: Option<SpanId>, chosen: Option<&Span>) -> Markup {
+impl<'a> TracePage<'a> {
+    pub(crate) fn new(trace: &'a Trace, selected: Option<SpanId>) -> Self {
+        TracePage { trace, tree: Tree::new(&trace.spans), selected }
+    }
+
+    /// The span the page shows in full: the selected one when the trace has it, else the first
+    /// at the top of the tree (a root, or a span whose parent is missing).
+    pub(crate) fn shown_span(&self) -> Option<SpanId> {
+        self.selected
+            .filter(|id| self.tree.by_id.contains_key(id))
+            .or_else(|| self.tree.children_of(None).first().map(|s| s.span_id))
+    }
+
+    /// The page, with `chosen` (the [`shown_span`](Self::shown_span), read whole) in full.
+    pub(crate) fn render(&self, chosen: Option<&Span>) -> Markup {
+        trace(self.trace, &self.tree, self.selected, chosen)
+    }
+}
+
+fn trace(trace: &Trace, tree: &Tree<'_>, selected: Option<SpanId>, chosen: Option<&Span>) -> Markup {
     let info = &trace.info;
     let name = info.tags.get(tag_keys::TRACE_NAME).map_or(info.trace_id.as_str(), String::as_str);
-    let ordered = tree_rows(&trace.spans, selected);
+    let ordered = tree_rows(tree, selected);
     let (start, total) = timeline(&trace.spans);
     let experiment = info.trace_location.experiment_id();
     layout(
