@@ -239,6 +239,9 @@ def main() -> None:
         checks.check(types["attributes"] == pl.Map(pl.String, pl.String), f"attributes is {types['attributes']}")
         checks.check(isinstance(types["events"], pl.List), f"events is {types['events']}")
         checks.check(types["start_time_unix_nano"] == pl.Int64, "nanosecond times are int64")
+        for typed, want_type in [("span_type", pl.String), ("llm_model", pl.String), ("input_tokens", pl.Int64),
+                                 ("output_tokens", pl.Int64), ("total_tokens", pl.Int64)]:
+            checks.check(types[typed] == want_type, f"{typed} is {types[typed]}")
         if want_traces is not None:
             checks.check(want_traces <= set(frame["trace_id"].to_list()), "the header-routed traces are in polars")
             frame = frame.filter(pl.col("trace_id").is_in(list(want_traces)))
@@ -252,12 +255,28 @@ def main() -> None:
             checks.check(services == {"shop-http", "shop-grpc"}, f"service names {services}")
             scopes = {s["name"] for s in frame["instrumentation_scope"].to_list()}
             checks.check(scopes == {"lake-interop"}, f"scopes {scopes}")
+            llm = frame.filter(pl.col("llm_model").is_not_null()).sort("llm_model")
+            checks.check(
+                llm.select("llm_model", "input_tokens", "output_tokens", "total_tokens").rows()
+                == [("gpt-x", 40, 8, 48), ("gpt-y", 40, 8, 48)],
+                f"typed GenAI columns {llm.select('llm_model', 'input_tokens', 'output_tokens', 'total_tokens').rows()}",
+            )
+            checks.check(set(llm["span_type"].to_list()) == {"CHAT_MODEL"}, f"span types {llm['span_type'].to_list()}")
+            pairs = [
+                (k, dict(a).get("mlflow.spanType"))
+                for k, a in zip(frame["span_type"].to_list(), frame["attributes"].to_list())
+            ]
+            checks.check(
+                all((k is None and v is None) or (v is not None and json.loads(v) == k) for k, v in pairs),
+                f"span_type copies mlflow.spanType: {pairs}",
+            )
         if not options:
             # duckdb reads the Parquet files the Delta log lists (its delta extension downloads
             # at run time, which these machines cannot)
             con = duckdb.connect()
             rows = con.execute(
-                "SELECT trace_id, span_id, name, attributes, typeof(attributes), typeof(time), typeof(events) "
+                "SELECT trace_id, span_id, name, attributes, typeof(attributes), typeof(time), typeof(events), "
+                "typeof(input_tokens) "
                 "FROM read_parquet(?, hive_partitioning = true) ORDER BY trace_id, span_id",
                 [files],
             ).fetchall()
@@ -269,6 +288,7 @@ def main() -> None:
             checks.check(rows[0][4] == "MAP(VARCHAR, VARCHAR)", f"duckdb map type {rows[0][4]}")
             checks.check(rows[0][5] == "TIMESTAMP WITH TIME ZONE", f"duckdb time type {rows[0][5]}")
             checks.check(rows[0][6].endswith("[]"), f"duckdb events type {rows[0][6]}")
+            checks.check(rows[0][7] == "BIGINT", f"duckdb token count type {rows[0][7]}")
 
     for table, want in [(LOGS, 4), (METRICS, 4)]:
         frame = pl.read_delta(table_uri(lake_root, "main.agents", table), storage_options=options)
@@ -287,6 +307,15 @@ def main() -> None:
         f"GROUP BY 1, 2 ORDER BY 1",
     ).json()
     checks.check([(t["model"], t["input_tokens"]) for t in tokens] == [('"gpt-x"', 40), ('"gpt-y"', 40)], f"{tokens}")
+    typed = sql(
+        url,
+        f"SELECT llm_model, date, sum(input_tokens) AS input_tokens, sum(total_tokens) AS total_tokens "
+        f"FROM main.agents.{SPANS} WHERE {ours} AND llm_model IS NOT NULL GROUP BY 1, 2 ORDER BY 1",
+    ).json()
+    checks.check(
+        [(t["llm_model"], t["input_tokens"], t["total_tokens"]) for t in typed] == [("gpt-x", 40, 48), ("gpt-y", 40, 48)],
+        f"the GROUP BY on typed columns: {typed}",
+    )
     csv = sql(url, f"SELECT trace_id, name FROM main.agents.{SPANS} WHERE {ours} ORDER BY trace_id, name", "csv").text
     checks.check(csv.splitlines()[0] == "trace_id,name" and len(csv.splitlines()) == 7, f"csv {csv!r}")
     count = f"SELECT count(*) AS n FROM main.agents.{SPANS} WHERE {ours}"

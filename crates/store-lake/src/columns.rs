@@ -18,9 +18,10 @@ use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, Ti
 use deltalake::arrow::json::{ArrayWriter, ReaderBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tracelake_model::summary::token_keys;
 use tracelake_model::{
     Attributes, Link, Span, SpanEvent, SpanId, SpanKind, SpanOrigin, SpanStatus, StatusCode, TraceId,
-    TraceInfo, TraceState, date_and_time_micros,
+    TraceInfo, TraceState, date_and_time_micros, keys,
 };
 use tracelake_store::derive::location_from_key;
 use tracelake_store::{StoreError, StoreResult};
@@ -133,7 +134,27 @@ pub fn spans_schema() -> SchemaRef {
     ]);
     f.extend(resource_columns());
     f.push(Field::new("span_schema_url", DataType::Utf8, true));
+    f.extend(shredded_columns());
     Arc::new(Schema::new(f))
+}
+
+/// Typed copies of the GenAI fields `attributes` holds as JSON text, so that aggregates over
+/// them (tokens per model per day) read small typed columns rather than every span's whole
+/// attribute map, inputs and outputs included. The counterpart of shredding a VARIANT column;
+/// tables made before them gain them on open, null in older rows.
+fn shredded_columns() -> Vec<Field> {
+    vec![
+        // `mlflow.spanType`
+        Field::new("span_type", DataType::Utf8, true),
+        // `mlflow.llm.model` (the GenAI, OpenInference and OpenLLMetry model attributes)
+        Field::new("llm_model", DataType::Utf8, true),
+        // `mlflow.llm.provider`
+        Field::new("llm_provider", DataType::Utf8, true),
+        // `mlflow.chat.tokenUsage` (the conventions' token counts)
+        Field::new("input_tokens", DataType::Int64, true),
+        Field::new("output_tokens", DataType::Int64, true),
+        Field::new("total_tokens", DataType::Int64, true),
+    ]
 }
 
 /// `mlflow_experiment_trace_otel_logs`: OpenTelemetry log records.
@@ -225,6 +246,17 @@ pub fn info_schema() -> SchemaRef {
     ]))
 }
 
+/// The columns whose minimum and maximum each data file records in the table's log, by table.
+/// Only times: ids and names are spread over every file, so their ranges would skip nothing,
+/// and every commit re-reads the statistics of every file the table holds.
+pub fn stats_columns(table: &str) -> &'static str {
+    match table {
+        INFO_TABLE => "request_time,request_time_ms",
+        SPANS_TABLE => "time,start_time_unix_nano",
+        _ => "time",
+    }
+}
+
 /// The arrow schema of a table by name.
 pub fn schema_of(table: &str) -> Option<SchemaRef> {
     match table {
@@ -304,6 +336,19 @@ struct SpanRow {
     resource_schema_url: Option<String>,
     instrumentation_scope: Option<ScopeRow>,
     span_schema_url: Option<String>,
+    // derived from `attributes` (see `shredded_columns`)
+    #[serde(skip_deserializing)]
+    span_type: Option<String>,
+    #[serde(skip_deserializing)]
+    llm_model: Option<String>,
+    #[serde(skip_deserializing)]
+    llm_provider: Option<String>,
+    #[serde(skip_deserializing)]
+    input_tokens: Option<i64>,
+    #[serde(skip_deserializing)]
+    output_tokens: Option<i64>,
+    #[serde(skip_deserializing)]
+    total_tokens: Option<i64>,
 }
 
 /// A `MAP<STRING, STRING>` cell, in the order its entries were written.
@@ -340,7 +385,25 @@ fn hex_of_trace_id(id: &str) -> String {
     TraceId::from_mlflow(id).map_or_else(|_| id.to_owned(), |t| t.to_string())
 }
 
+/// A string attribute's text.
+fn text_attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.get_str(key).map(|v| v.into_owned())
+}
+
+/// Input, output and total tokens of a span's `mlflow.chat.tokenUsage`; the total is the sum
+/// of the other two when the span does not give it.
+fn token_counts(span: &Span) -> [Option<i64>; 3] {
+    let Some(Value::Object(usage)) = span.attributes.get(keys::CHAT_TOKEN_USAGE) else {
+        return [None; 3];
+    };
+    let count = |key| usage.get(key).and_then(Value::as_i64);
+    let (input, output) = (count(token_keys::INPUT), count(token_keys::OUTPUT));
+    let total = count(token_keys::TOTAL).or_else(|| Some(input? + output?));
+    [input, output, total]
+}
+
 fn span_row(span: &Span, origin: &SpanOrigin) -> SpanRow {
+    let [input_tokens, output_tokens, total_tokens] = token_counts(span);
     let (date, time) = date_and_time_micros(span.start_time_unix_nano);
     let trace_id = span.trace_id.to_string();
     let span_id = span.span_id.to_string();
@@ -403,6 +466,12 @@ fn span_row(span: &Span, origin: &SpanOrigin) -> SpanRow {
             dropped_attributes_count: Some(0),
         }),
         span_schema_url: None,
+        span_type: text_attribute(span, keys::SPAN_TYPE),
+        llm_model: text_attribute(span, keys::LLM_MODEL),
+        llm_provider: text_attribute(span, keys::LLM_PROVIDER),
+        input_tokens,
+        output_tokens,
+        total_tokens,
     }
 }
 

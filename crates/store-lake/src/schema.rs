@@ -26,7 +26,7 @@ use tracelake_store::{Experiment, StoreError, StoreResult, WriteBatch};
 
 use crate::columns::{
     INFO_TABLE, LOGS_TABLE, METRICS_TABLE, SPANS_TABLE, StoredInfo, infos_from_batches, infos_to_batch,
-    schema_of, spans_from_batches, spans_to_batch,
+    schema_of, spans_from_batches, spans_to_batch, stats_columns,
 };
 use crate::table::{LakeTable, delta_error};
 
@@ -101,7 +101,13 @@ impl LakeSchema {
         let open = |table: &'static str| {
             let url = url.join(&format!("{table}/")).expect("a table name is a path segment");
             let name = format!("{key}.{table}");
-            LakeTable::open(name, url, storage_options, schema_of(table).expect("a lake table"))
+            LakeTable::open(
+                name,
+                url,
+                storage_options,
+                schema_of(table).expect("a lake table"),
+                stats_columns(table),
+            )
         };
         let schema = Self {
             spans: open(SPANS_TABLE).await?,

@@ -10,13 +10,27 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::prelude::{Expr, SessionContext};
+use deltalake::kernel::StructField;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::protocol::SaveMode;
+use deltalake::table::config::TablePropertiesExt as _;
 use deltalake::{DeltaTable, DeltaTableError};
 use tokio::sync::RwLock;
 use tracelake_store::{StoreError, StoreResult};
 use url::Url;
 
 use crate::columns::PARTITION;
+
+/// The table property naming the columns whose statistics each file's log entry carries.
+const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
+
+/// The table property saying how many commits apart checkpoints are written.
+const CHECKPOINT_INTERVAL_PROPERTY: &str = "delta.checkpointInterval";
+
+/// Commits between checkpoints. After each checkpoint the table's state is loaded again from
+/// it: a state kept up to date commit by commit replays every commit it has seen (one batch of
+/// log entries each) on every later commit, so a commit would cost more the more came before.
+const CHECKPOINT_INTERVAL: u64 = 20;
 
 /// What a maintenance pass did to a table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,6 +46,7 @@ pub struct LakeTable {
     name: String,
     schema: SchemaRef,
     table: RwLock<DeltaTable>,
+    storage_options: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for LakeTable {
@@ -45,6 +60,11 @@ pub(crate) fn delta_error(table: &str, action: &str, e: impl std::fmt::Display) 
     StoreError::Internal(format!("lake table {table}: cannot {action}: {e}"))
 }
 
+/// Commits between the table's checkpoints, as its properties say.
+fn checkpoint_interval(table: &DeltaTable) -> Option<u64> {
+    Some(table.snapshot().ok()?.table_config().checkpoint_interval().get())
+}
+
 impl LakeTable {
     /// Opens the table at `url`, creating it empty with `schema` (partitioned by `date`) when
     /// nothing is there. A table whose log or files are damaged is an error naming it.
@@ -53,26 +73,57 @@ impl LakeTable {
         url: Url,
         storage_options: &HashMap<String, String>,
         schema: SchemaRef,
+        stats_columns: &str,
     ) -> StoreResult<Self> {
         if let Ok(dir) = url.to_file_path() {
             std::fs::create_dir_all(&dir).map_err(|e| delta_error(&name, "create its directory", e))?;
         }
+        let properties = [
+            (STATS_COLUMNS_PROPERTY.to_owned(), stats_columns.to_owned()),
+            (CHECKPOINT_INTERVAL_PROPERTY.to_owned(), CHECKPOINT_INTERVAL.to_string()),
+        ];
         let table = DeltaTable::try_from_url_with_storage_options(url, storage_options.clone())
             .await
             .map_err(|e| delta_error(&name, "open", e))?;
         let table = if table.version().is_some() {
-            let found = table
+            let found: Vec<String> = table
                 .snapshot()
                 .map_err(|e| delta_error(&name, "read the snapshot", e))?
                 .schema()
                 .fields()
-                .count();
-            if found != schema.fields().len() {
+                .map(|f| f.name().clone())
+                .collect();
+            let ours = schema.fields();
+            let same_start =
+                found.len() <= ours.len() && found.iter().zip(ours.iter()).all(|(a, b)| a == b.name());
+            if !same_start {
                 return Err(StoreError::Internal(format!(
-                    "lake table {name} has {} columns where tracelake writes {}: it was not made by tracelake, or by another version",
-                    found,
-                    schema.fields().len()
+                    "lake table {name} has columns ({}) where tracelake writes ({}): it was not made by tracelake, or by a later version",
+                    found.join(", "),
+                    ours.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
                 )));
+            }
+            let mut table = table;
+            if found.len() < ours.len() {
+                // made by an earlier version: gains the columns added since (null in its rows)
+                let added = ours[found.len()..]
+                    .iter()
+                    .map(|f| f.as_ref().try_into_kernel())
+                    .collect::<Result<Vec<StructField>, _>>()
+                    .map_err(|e| delta_error(&name, "convert its new columns", e))?;
+                table = table
+                    .add_columns()
+                    .with_fields(added)
+                    .await
+                    .map_err(|e| delta_error(&name, "add columns", e))?;
+            }
+            if checkpoint_interval(&table) != Some(CHECKPOINT_INTERVAL) {
+                // made by an earlier version: the properties it was created without
+                table = table
+                    .set_tbl_properties()
+                    .with_properties(properties.into_iter().collect())
+                    .await
+                    .map_err(|e| delta_error(&name, "set its properties", e))?;
             }
             table
         } else {
@@ -81,10 +132,11 @@ impl LakeTable {
                 .with_save_mode(SaveMode::Append)
                 .with_partition_columns([PARTITION])
                 .with_table_name(name.clone())
+                .with_configuration(properties.map(|(k, v)| (k, Some(v))))
                 .await
                 .map_err(|e| delta_error(&name, "create", e))?
         };
-        Ok(Self { name, schema, table: RwLock::new(table) })
+        Ok(Self { name, schema, table: RwLock::new(table), storage_options: storage_options.clone() })
     }
 
     pub fn name(&self) -> &str {
@@ -93,6 +145,31 @@ impl LakeTable {
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The table after a commit of this process: as the commit left it, or loaded afresh from
+    /// the checkpoint the commit wrote.
+    async fn settled(&self, updated: DeltaTable) -> DeltaTable {
+        let checkpointed = match (updated.version(), checkpoint_interval(&updated)) {
+            (Some(version), Some(interval)) => (version + 1).is_multiple_of(interval),
+            _ => false,
+        };
+        if !checkpointed {
+            return updated;
+        }
+        match DeltaTable::try_from_url_with_storage_options(
+            updated.table_url().clone(),
+            self.storage_options.clone(),
+        )
+        .await
+        {
+            Ok(fresh) if fresh.version() >= updated.version() => fresh,
+            Ok(_) => updated,
+            Err(e) => {
+                tracing::warn!(target: "tracelake::lake", "{}: cannot load from its checkpoint: {e}", self.name);
+                updated
+            }
+        }
     }
 
     /// Appends rows in one commit; returns once the commit is durable.
@@ -108,7 +185,7 @@ impl LakeTable {
             .with_partition_columns([PARTITION])
             .await
             .map_err(|e| delta_error(&self.name, "append", e))?;
-        *guard = updated;
+        *guard = self.settled(updated).await;
         Ok(())
     }
 
@@ -123,7 +200,7 @@ impl LakeTable {
             .with_partition_columns([PARTITION])
             .await
             .map_err(|e| delta_error(&self.name, "replace rows", e))?;
-        *guard = updated;
+        *guard = self.settled(updated).await;
         Ok(())
     }
 
@@ -136,7 +213,7 @@ impl LakeTable {
             .with_predicate(predicate)
             .await
             .map_err(|e| delta_error(&self.name, "delete", e))?;
-        *guard = updated;
+        *guard = self.settled(updated).await;
         Ok(())
     }
 

@@ -1,17 +1,25 @@
 //! The lake's upkeep: every append is a commit, checkpoints follow the commits, and a
-//! maintenance pass merges the small files and vacuums the replaced ones, losing nothing.
+//! maintenance pass merges the small files and vacuums the replaced ones, losing nothing; a
+//! table made by an earlier version gains the columns added since.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracelake_model::TraceId;
+use deltalake::arrow::datatypes::Schema;
+use deltalake::arrow::util::pretty::pretty_format_batches;
+use deltalake::datafusion::prelude::SessionContext;
+use tracelake_model::{SpanOrigin, TraceId, keys};
 use tracelake_store::conformance::span;
 use tracelake_store::{TraceStore, WriteBatch};
-use tracelake_store_lake::{Lake, LakeConfig, LakeStore};
+use tracelake_store_lake::columns::{schema_of, spans_schema, spans_to_batch, stats_columns};
+use tracelake_store_lake::{Lake, LakeConfig, LakeStore, LakeTable};
 use tracelake_store_sql::SqliteStore;
+use url::Url;
 
 const SPANS: &str = "mlflow_experiment_trace_otel_spans";
+const LOGS: &str = "mlflow_experiment_trace_otel_logs";
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -70,4 +78,59 @@ async fn small_files_are_merged_vacuumed_and_checkpointed_without_loss() {
     let n =
         out.1[0].column(0).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap().value(0);
     assert_eq!(n, 300);
+}
+
+#[tokio::test]
+async fn a_table_made_before_the_typed_columns_gains_them_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Url::from_directory_path(dir.path().join(SPANS)).unwrap();
+    let none = HashMap::new();
+    let full = spans_schema();
+    let earlier: Vec<_> = full.fields().iter().take_while(|f| f.name() != "span_type").cloned().collect();
+    let earlier = Arc::new(Schema::new(earlier));
+
+    let t = TraceId::new(7).unwrap();
+    let mut llm = span(t, 1, None, "llm", 1000, 1010);
+    llm.attributes.insert(keys::SPAN_TYPE, "CHAT_MODEL");
+    llm.attributes.insert(keys::LLM_MODEL, "gpt-x");
+    llm.attributes
+        .insert(keys::CHAT_TOKEN_USAGE, &serde_json::json!({"input_tokens": 3, "output_tokens": 4}));
+    let rows = spans_to_batch([(&llm, &SpanOrigin::default())]).unwrap();
+    let earlier_rows = rows.project(&(0..earlier.fields().len()).collect::<Vec<_>>()).unwrap();
+
+    let old = LakeTable::open("main.old.spans".into(), url.clone(), &none, earlier, "time").await.unwrap();
+    old.append(vec![earlier_rows]).await.unwrap();
+    drop(old);
+
+    let table = LakeTable::open("main.new.spans".into(), url.clone(), &none, full, stats_columns(SPANS))
+        .await
+        .unwrap();
+    table.append(vec![rows]).await.unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table("spans", table.provider(&ctx).await.unwrap()).unwrap();
+    let out = ctx
+        .sql("SELECT name, span_type, llm_model, input_tokens, output_tokens, total_tokens FROM spans ORDER BY llm_model NULLS FIRST")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let shown = pretty_format_batches(&out).unwrap().to_string();
+    let expected = [
+        "+------+------------+-----------+--------------+---------------+--------------+",
+        "| name | span_type  | llm_model | input_tokens | output_tokens | total_tokens |",
+        "+------+------------+-----------+--------------+---------------+--------------+",
+        "| llm  |            |           |              |               |              |",
+        "| llm  | CHAT_MODEL | gpt-x     | 3            | 4             | 7            |",
+        "+------+------------+-----------+--------------+---------------+--------------+",
+    ];
+    assert_eq!(shown.lines().collect::<Vec<_>>(), expected, "{shown}");
+    drop(table);
+
+    // a table whose columns are not tracelake's is refused, naming them
+    let err = LakeTable::open("main.other.logs".into(), url, &none, schema_of(LOGS).unwrap(), "time")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("main.other.logs") && err.contains("not made by tracelake"), "{err}");
 }
