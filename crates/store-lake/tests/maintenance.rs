@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::Schema;
 use deltalake::arrow::util::pretty::pretty_format_batches;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::protocol::SaveMode;
 use tracelake_model::{SpanOrigin, TraceId, keys};
 use tracelake_store::conformance::span;
 use tracelake_store::{TraceStore, WriteBatch};
@@ -98,14 +100,23 @@ async fn a_table_made_before_the_typed_columns_gains_them_and_keeps_its_rows() {
     let rows = spans_to_batch([(&llm, &SpanOrigin::default())]).unwrap();
     let earlier_rows = rows.project(&(0..earlier.fields().len()).collect::<Vec<_>>()).unwrap();
 
-    let old = LakeTable::open("main.old.spans".into(), url.clone(), &none, earlier, "time").await.unwrap();
-    old.append(vec![earlier_rows]).await.unwrap();
-    drop(old);
+    // as an earlier version made it: fewer columns, default properties
+    std::fs::create_dir_all(dir.path().join(SPANS)).unwrap();
+    DeltaTable::try_from_url(url.clone())
+        .await
+        .unwrap()
+        .write(vec![earlier_rows])
+        .with_save_mode(SaveMode::Append)
+        .with_partition_columns(["date"])
+        .await
+        .unwrap();
 
     let table = LakeTable::open("main.new.spans".into(), url.clone(), &none, full, stats_columns(SPANS))
         .await
         .unwrap();
     table.append(vec![rows]).await.unwrap();
+    let log = std::fs::read_dir(dir.path().join(SPANS).join("_delta_log")).unwrap().count();
+    assert!(log >= 4, "created, columns added, properties set, appended: {log} log entries");
     let ctx = SessionContext::new();
     ctx.register_table("spans", table.provider(&ctx).await.unwrap()).unwrap();
     let out = ctx
