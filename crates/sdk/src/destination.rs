@@ -72,8 +72,10 @@ pub enum Destination {
     /// An MLflow experiment at a tracking URI: a tracelake or MLflow server, or a local trace
     /// directory. Without a URI, `MLFLOW_TRACKING_URI` (else the local directory) is used.
     Experiment { experiment: ExperimentRef, tracking_uri: Option<TrackingUri> },
-    /// A lake schema `catalog.schema`, written through the tracking server.
-    LakeSchema { catalog: String, schema: String },
+    /// A lake schema `catalog.schema`: written straight to the lake at `lake_root` (else
+    /// `TRACELAKE_LAKE_ROOT`) by the writer [`crate::export::set_lake_writer`] installed, or
+    /// without a lake root through the tracelake server at the tracking URI.
+    LakeSchema { catalog: String, schema: String, lake_root: Option<String> },
     /// An OTLP endpoint: an OpenTelemetry collector, or any server that speaks OTLP.
     Otlp(OtlpSettings),
 }
@@ -88,7 +90,18 @@ impl Destination {
     }
 
     pub fn lake_schema(catalog: impl Into<String>, schema: impl Into<String>) -> Self {
-        Destination::LakeSchema { catalog: catalog.into(), schema: schema.into() }
+        Destination::LakeSchema { catalog: catalog.into(), schema: schema.into(), lake_root: None }
+    }
+
+    /// The same lake schema in the lake at `root` (a directory or `s3://bucket/prefix`),
+    /// written directly. Other destinations are returned unchanged.
+    pub fn in_lake(self, root: impl Into<String>) -> Self {
+        match self {
+            Destination::LakeSchema { catalog, schema, .. } => {
+                Destination::LakeSchema { catalog, schema, lake_root: Some(root.into()) }
+            }
+            other => other,
+        }
     }
 
     pub fn otlp(settings: OtlpSettings) -> Self {
@@ -134,6 +147,8 @@ pub(crate) enum Sink {
     Directory(std::path::PathBuf),
     /// An OTLP endpoint.
     Otlp(OtlpSettings),
+    /// A lake root, written directly.
+    Lake(String),
     /// A destination that cannot be delivered to: its traces are dropped and counted, the
     /// problem logged (the configuration error already was, at start).
     Unusable(String),
@@ -203,8 +218,11 @@ fn route_with(dest: &Destination, settings: &Settings) -> Route {
             let uri = tracking_uri.clone().unwrap_or_else(default_uri);
             Route::new(vec![server_sink(&uri)], Some(experiment.clone()), settings)
         }
-        Destination::LakeSchema { catalog, schema } => {
-            let sink = lake_sink(catalog, schema, &default_uri(), settings);
+        Destination::LakeSchema { catalog, schema, lake_root } => {
+            let sink = match lake_root.as_ref().or(settings.lake_root.as_ref()) {
+                Some(root) => Sink::Lake(root.clone()),
+                None => lake_sink(catalog, schema, &default_uri(), settings),
+            };
             let mut route = Route::new(vec![sink], None, settings);
             route.location = Arc::new(TraceLocation::uc_schema(catalog.clone(), schema.clone()));
             route
@@ -240,7 +258,7 @@ fn lake_sink(catalog: &str, schema: &str, uri: &TrackingUri, settings: &Settings
         }
         TrackingUri::Directory(dir) => Sink::Unusable(format!(
             "lake schema {catalog}.{schema}: the tracking URI is the directory {}; lake schemas are written \
-             through a tracelake server (MLFLOW_TRACKING_URI=http://...)",
+             to a lake root (TRACELAKE_LAKE_ROOT) or through a tracelake server (MLFLOW_TRACKING_URI=http://...)",
             dir.display()
         )),
     }
@@ -464,6 +482,17 @@ mod tests {
         let s = settings(&[("MLFLOW_TRACKING_URI", "/tmp/x"), ("MLFLOW_TRACING_DESTINATION", "main.agents")]);
         let r = route_from_env(&s);
         assert!(matches!(&*r.sinks[0], Sink::Unusable(why) if why.contains("main.agents")));
+        // A lake root wins over the server: spans are written to the lake directly.
+        let s = settings(&[
+            ("MLFLOW_TRACKING_URI", server),
+            ("MLFLOW_TRACING_DESTINATION", "main.agents"),
+            ("TRACELAKE_LAKE_ROOT", "s3://bucket/lake"),
+        ]);
+        let r = route_from_env(&s);
+        assert_eq!(sinks(&r), vec![Sink::Lake("s3://bucket/lake".into())]);
+        assert_eq!(r.location.type_name(), "UC_SCHEMA");
+        let r = route_with(&Destination::lake_schema("main", "agents").in_lake("/tmp/lake"), &s);
+        assert_eq!(sinks(&r), vec![Sink::Lake("/tmp/lake".into())]);
     }
 
     #[test]

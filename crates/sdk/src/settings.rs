@@ -212,6 +212,8 @@ pub(crate) struct Settings {
     pub(crate) experiment: Option<ExperimentRef>,
     /// `MLFLOW_TRACING_DESTINATION`.
     pub(crate) destination: Option<Destination>,
+    /// `TRACELAKE_LAKE_ROOT`: lake schemas are written to this lake directly.
+    pub(crate) lake_root: Option<String>,
     pub(crate) otlp: Option<OtlpSettings>,
     pub(crate) dual_export: bool,
     pub(crate) auth: Option<Auth>,
@@ -249,6 +251,7 @@ impl Settings {
         };
         s.destination =
             get("MLFLOW_TRACING_DESTINATION").map(|v| parse_tracing_destination(&v)).transpose()?;
+        s.lake_root = get("TRACELAKE_LAKE_ROOT").map(|v| parse_lake_root(&v)).transpose()?;
         s.auth = match (
             get("MLFLOW_TRACKING_TOKEN"),
             get("MLFLOW_TRACKING_USERNAME"),
@@ -333,6 +336,21 @@ fn parse_tracing_destination(raw: &str) -> Result<Destination, ConfigError> {
             name,
             raw,
             "expected an experiment id (\"123\") or a lake schema \"<catalog>.<schema>\"",
+        )),
+    }
+}
+
+/// A lake root: a directory, `file://`, or `s3://bucket/prefix` (what `tracelake server
+/// --lake-root` takes).
+fn parse_lake_root(raw: &str) -> Result<String, ConfigError> {
+    let value = raw.trim();
+    match value.split_once("://") {
+        None => Ok(value.to_owned()),
+        Some(("file" | "s3" | "s3a", rest)) if !rest.is_empty() => Ok(value.to_owned()),
+        Some(_) => Err(ConfigError::new(
+            "TRACELAKE_LAKE_ROOT",
+            raw,
+            "expected a directory, file:///path or s3://bucket/prefix",
         )),
     }
 }
@@ -570,6 +588,10 @@ mod tests {
         assert_eq!(s.delivery.retry_window, Duration::from_secs(30));
         assert!(!format!("{:?}", s.auth).contains("secret"));
 
+        let s = read(&[("TRACELAKE_LAKE_ROOT", "s3://bucket/lake")]).unwrap();
+        assert_eq!(s.lake_root.as_deref(), Some("s3://bucket/lake"));
+        let e = read(&[("TRACELAKE_LAKE_ROOT", "ftp://host/lake")]).unwrap_err().to_string();
+        assert!(e.contains("TRACELAKE_LAKE_ROOT") && e.contains("ftp://host/lake"), "{e}");
         let s = read(&[("MLFLOW_TRACING_DESTINATION", "main.agents")]).unwrap();
         assert_eq!(s.destination, Some(Destination::lake_schema("main", "agents")));
         let s =

@@ -16,8 +16,10 @@ use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::logstore::store_for;
 use deltalake::{ObjectStore, Path as ObjectPath};
 use tokio::sync::RwLock;
+use tracelake_model::{SpanOrigin, TraceInfo};
+use tracelake_store::derive::location_key;
 use tracelake_store::lake::{parse_schema_key, validate_name};
-use tracelake_store::{SqlFormat, SqlOutput, StoreError, StoreResult};
+use tracelake_store::{SqlFormat, SqlOutput, StoreError, StoreResult, WriteBatch};
 use url::Url;
 
 use crate::schema::LakeSchema;
@@ -141,6 +143,27 @@ impl Lake {
     }
 
     /// The schema `key` if it is open already.
+    /// Writes a batch whose every span and info belongs to schema `key` (`catalog.schema`),
+    /// without a tracking store (the SDK's direct lake destination); returns the infos of the
+    /// traces it touched. Spans without an origin get the default one.
+    pub async fn write(&self, key: &str, mut batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+        let elsewhere = batch
+            .spans
+            .iter()
+            .map(|(location, _)| location.clone())
+            .chain(batch.infos.iter().map(|i| location_key(&i.trace_location)))
+            .find(|location| location != key);
+        if let Some(location) = elsewhere {
+            return Err(StoreError::InvalidArgument(format!(
+                "a write to lake schema {key} holds a trace of {location}"
+            )));
+        }
+        let schema = self.schema(key).await?;
+        let mut origins = std::mem::take(&mut batch.origins);
+        origins.resize(batch.spans.len(), Arc::new(SpanOrigin::default()));
+        schema.write(batch, &origins, &BTreeMap::new()).await
+    }
+
     pub async fn existing_schema(&self, key: &str) -> Option<Arc<LakeSchema>> {
         self.schemas.read().await.get(key).cloned()
     }

@@ -7,6 +7,7 @@
 
 mod directory;
 mod file;
+mod lake;
 mod memory;
 mod net;
 mod otlp;
@@ -21,6 +22,7 @@ use crate::destination::Route;
 use crate::pipeline::DropCounter;
 
 pub use file::FileExporter;
+pub use lake::{LakeWriter, set_lake_writer};
 pub use memory::InMemoryExporter;
 
 /// Why an export failed.

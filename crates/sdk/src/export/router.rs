@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracelake_model::Trace;
 
 use super::directory::DirectoryExporter;
+use super::lake::LakeExporter;
 use super::otlp::OtlpExporter;
 use super::server::ServerExporter;
 use super::{ExportBatch, ExportError, Exporter};
@@ -48,6 +49,7 @@ impl Router {
                 }
                 Sink::Directory(dir) => Box::new(DirectoryExporter::new(dir.clone())),
                 Sink::Otlp(settings) => Box::new(OtlpExporter::new(settings, &route.delivery)),
+                Sink::Lake(root) => Box::new(LakeExporter::new(root.clone())),
                 Sink::Unusable(problem) => Box::new(Unusable(problem.clone())),
             };
             self.order.push(sink.clone());
