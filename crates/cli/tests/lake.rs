@@ -101,13 +101,18 @@ fn the_lake_works_the_same_on_s3_compatible_storage() {
 
 /// An OTLP/protobuf request of `traces` ten-span traces.
 fn otlp_request(traces: &[TraceId]) -> Vec<u8> {
+    otlp_request_from(traces, "crash-test")
+}
+
+/// An OTLP/protobuf request of `traces` ten-span traces from service `service`.
+fn otlp_request_from(traces: &[TraceId], service: &str) -> Vec<u8> {
     let spans: Vec<_> = traces
         .iter()
         .flat_map(|&t| {
             (1..=10u64).map(move |i| span(t, i, (i > 1).then_some(1), &format!("step-{i}"), 1000 + i, 2000))
         })
         .collect();
-    let resource = [("service.name".to_owned(), serde_json::Value::from("crash-test"))].into_iter().collect();
+    let resource = [("service.name".to_owned(), serde_json::Value::from(service))].into_iter().collect();
     tracelake_otlp::encode_protobuf(&tracelake_otlp::request_from_spans(&spans, &resource, "lake-test", "1"))
 }
 
@@ -121,6 +126,54 @@ fn sql(server: &Server, query: &str) -> serde_json::Value {
     let body = serde_json::json!({ "query": query }).to_string();
     let answer = server.post_json("/api/2.0/tracelake/sql", &body).expect("SQL request");
     serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+#[test]
+fn requests_committed_together_keep_their_own_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracelake.db").display().to_string();
+    let lake = dir.path().join("lake").display().to_string();
+    let (port, grpc) = (free_port(), free_port());
+    let server = Server::start_with(None, &db, port, grpc, &["--lake-root", lake.as_str()], &[]);
+    // Eight senders at once: while one group commit is written the others queue and are
+    // merged into the next, each request with its own resource.
+    let header = format!("main.origins.{SPANS}");
+    let senders: Vec<_> = (0..8u128)
+        .map(|sender| {
+            let header = header.clone();
+            std::thread::spawn(move || {
+                for request in 0..10u128 {
+                    let first = (sender << 32) + request * 3 + 1;
+                    let traces: Vec<TraceId> = (first..first + 3).map(|n| TraceId::new(n).unwrap()).collect();
+                    let body = otlp_request_from(&traces, &format!("service-{sender}"));
+                    let answer =
+                        post_to(port, "/v1/traces", "application/x-protobuf", &[(TABLE_HEADER, &header)], &body);
+                    assert_eq!(answer.map(|(status, _)| status), Some(200), "sender {sender} request {request}");
+                }
+            })
+        })
+        .collect();
+    senders.into_iter().for_each(|s| s.join().unwrap());
+
+    let rows = sql(
+        &server,
+        &format!(
+            "SELECT trace_id, service_name, resource.attributes['service.name'] AS resource_service, \
+             instrumentation_scope.name AS scope, count(*) AS spans \
+             FROM main.origins.{SPANS} GROUP BY 1, 2, 3, 4"
+        ),
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8 * 10 * 3, "one group per trace: {rows:?}");
+    for row in rows {
+        let trace = u128::from_str_radix(row["trace_id"].as_str().unwrap(), 16).unwrap();
+        let service = format!("service-{}", trace >> 32);
+        assert_eq!(row["service_name"], service.as_str(), "{row}");
+        // attribute values are kept as JSON
+        assert_eq!(row["resource_service"], serde_json::to_string(&service).unwrap(), "{row}");
+        assert_eq!(row["scope"], "lake-test", "{row}");
+        assert_eq!(row["spans"], 10, "{row}");
+    }
 }
 
 #[test]

@@ -94,10 +94,10 @@ async fn commit(store: &dyn TraceStore, jobs: Vec<Job>) {
         let _ = job.done.send(result);
         return;
     }
+    // The jobs are kept for the fallback below, so the merged batch is a copy.
     let mut merged = WriteBatch::default();
     for job in &jobs {
-        merged.infos.extend(job.batch.infos.iter().cloned());
-        merged.spans.extend(job.batch.spans.iter().cloned());
+        merged.extend(job.batch.clone());
     }
     match store.write(merged).await {
         Ok(infos) => {
