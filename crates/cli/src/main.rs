@@ -218,10 +218,22 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    no_transparent_huge_pages();
     match Cli::parse().command {
         Command::Server(args) => server(args).await,
         #[cfg(feature = "store-lake")]
         Command::Sql(args) => sql(args).await,
+    }
+}
+
+/// Keeps the process's memory in 4 KiB pages. The allocator asks for huge pages, and the
+/// memory a write frees and the next one takes again was faulted back in as 2 MiB pages, each
+/// zeroed whole: under lake ingest the kernel spent about a fifth of the server's time clearing
+/// pages. Without them the same lake load took about 15% less CPU and ran about 20% faster.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(target: "tracelake", "cannot turn transparent huge pages off ({e}); continuing with them");
     }
 }
 
