@@ -146,9 +146,18 @@ fn requests_committed_together_keep_their_own_resource() {
                     let first = (sender << 32) + request * 3 + 1;
                     let traces: Vec<TraceId> = (first..first + 3).map(|n| TraceId::new(n).unwrap()).collect();
                     let body = otlp_request_from(&traces, &format!("service-{sender}"));
-                    let answer =
-                        post_to(port, "/v1/traces", "application/x-protobuf", &[(TABLE_HEADER, &header)], &body);
-                    assert_eq!(answer.map(|(status, _)| status), Some(200), "sender {sender} request {request}");
+                    let answer = post_to(
+                        port,
+                        "/v1/traces",
+                        "application/x-protobuf",
+                        &[(TABLE_HEADER, &header)],
+                        &body,
+                    );
+                    assert_eq!(
+                        answer.map(|(status, _)| status),
+                        Some(200),
+                        "sender {sender} request {request}"
+                    );
                 }
             })
         })
