@@ -99,13 +99,8 @@ fn the_lake_works_the_same_on_s3_compatible_storage() {
     run_interop(&server, "s3://traces/lake", &env);
 }
 
-/// An OTLP/protobuf request of `traces` ten-span traces.
-fn otlp_request(traces: &[TraceId]) -> Vec<u8> {
-    otlp_request_from(traces, "crash-test")
-}
-
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.
-fn otlp_request_from(traces: &[TraceId], service: &str) -> Vec<u8> {
+fn otlp_request(traces: &[TraceId], service: &str) -> Vec<u8> {
     let spans: Vec<_> = traces
         .iter()
         .flat_map(|&t| {
@@ -116,9 +111,10 @@ fn otlp_request_from(traces: &[TraceId], service: &str) -> Vec<u8> {
     tracelake_otlp::encode_protobuf(&tracelake_otlp::request_from_spans(&spans, &resource, "lake-test", "1"))
 }
 
-fn send_to(port: u16, table: &str, traces: &[TraceId]) -> Option<u16> {
+fn send_to(port: u16, table: &str, traces: &[TraceId], service: &str) -> Option<u16> {
     let header = format!("{table}.{SPANS}");
-    post_to(port, "/v1/traces", "application/x-protobuf", &[(TABLE_HEADER, &header)], &otlp_request(traces))
+    let body = otlp_request(traces, service);
+    post_to(port, "/v1/traces", "application/x-protobuf", &[(TABLE_HEADER, &header)], &body)
         .map(|(status, _)| status)
 }
 
@@ -131,33 +127,19 @@ fn sql(server: &Server, query: &str) -> serde_json::Value {
 #[test]
 fn requests_committed_together_keep_their_own_resource() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("tracelake.db").display().to_string();
     let lake = dir.path().join("lake").display().to_string();
-    let (port, grpc) = (free_port(), free_port());
-    let server = Server::start_with(None, &db, port, grpc, &["--lake-root", lake.as_str()], &[]);
+    let server = Server::start_with_lake(&lake, &[]);
+    let port = server.port;
     // Eight senders at once: while one group commit is written the others queue and are
     // merged into the next, each request with its own resource.
-    let header = format!("main.origins.{SPANS}");
     let senders: Vec<_> = (0..8u128)
         .map(|sender| {
-            let header = header.clone();
             std::thread::spawn(move || {
                 for request in 0..10u128 {
                     let first = (sender << 32) + request * 3 + 1;
                     let traces: Vec<TraceId> = (first..first + 3).map(|n| TraceId::new(n).unwrap()).collect();
-                    let body = otlp_request_from(&traces, &format!("service-{sender}"));
-                    let answer = post_to(
-                        port,
-                        "/v1/traces",
-                        "application/x-protobuf",
-                        &[(TABLE_HEADER, &header)],
-                        &body,
-                    );
-                    assert_eq!(
-                        answer.map(|(status, _)| status),
-                        Some(200),
-                        "sender {sender} request {request}"
-                    );
+                    let status = send_to(port, "main.origins", &traces, &format!("service-{sender}"));
+                    assert_eq!(status, Some(200), "sender {sender} request {request}");
                 }
             })
         })
@@ -205,7 +187,7 @@ fn every_acknowledged_span_survives_kill_9_during_ingest() {
                     let first = next.fetch_add(5, Ordering::Relaxed);
                     let traces: Vec<TraceId> =
                         (first..first + 5).map(|n| TraceId::new(n as u128 + (7 << 64)).unwrap()).collect();
-                    match send_to(port, "main.crash", &traces) {
+                    match send_to(port, "main.crash", &traces, "crash-test") {
                         Some(200) => acked.extend(traces),
                         Some(_) => {}
                         None => break,
@@ -276,7 +258,7 @@ fn tracelake_sql_reads_the_lake_and_names_damage_without_panicking() {
     let lake = dir.path().join("lake").display().to_string();
     let mut server = Server::start_with_lake(&lake, &[]);
     let traces: Vec<TraceId> = (1..=2).map(|n| TraceId::new(n).unwrap()).collect();
-    assert_eq!(send_to(server.port, "main.cli", &traces), Some(200));
+    assert_eq!(send_to(server.port, "main.cli", &traces, "crash-test"), Some(200));
     let stopped = server.stop();
     assert!(stopped.is_some_and(|s| s.success()), "the server did not exit on SIGTERM: {stopped:?}");
 
