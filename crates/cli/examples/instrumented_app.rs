@@ -1,6 +1,8 @@
 //! A small instrumented program whose traces go wherever the environment says: the tests run
 //! it unchanged against tracelake and MLflow servers and OTLP endpoints, switching only
-//! environment variables (`MLFLOW_TRACKING_URI`, `OTEL_EXPORTER_OTLP_*`, ...).
+//! environment variables (`MLFLOW_TRACKING_URI`, `OTEL_EXPORTER_OTLP_*`, ...). With the direct
+//! lake writer installed, `MLFLOW_TRACING_DESTINATION=<catalog>.<schema>` and
+//! `TRACELAKE_LAKE_ROOT` send them straight to a lake, with no server in between.
 //!
 //! `TRACELAKE_APP_TRACES` (default 3) requests are answered, `TRACELAKE_APP_PAUSE_MS` apart.
 //! At the end it shuts the tracer down and prints its export statistics as one JSON line. A
@@ -54,6 +56,7 @@ fn number(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    tracelake_lake::install();
     if let Err(e) = tracelake::init() {
         eprintln!("tracing configuration error: {e}");
         std::process::exit(2);

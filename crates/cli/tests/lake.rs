@@ -1,7 +1,7 @@
 //! The lake behind a real `tracelake server`: written by the OpenTelemetry Python exporters and
 //! the stock MLflow client, read by polars and duckdb (`tests/python/lake_interop.py`), on a
-//! local directory and on S3-compatible storage (`moto_server`); `tracelake sql`; a `kill -9`
-//! during ingest; damaged tables.
+//! local directory and on S3-compatible storage (`moto_server`); the SDK writing straight to
+//! S3; `tracelake sql`; a `kill -9` during ingest; damaged tables.
 
 mod support;
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Server, free_port, post_to, python, repo};
+use support::{Server, example, free_port, post_to, python, repo};
 use tracelake_model::TraceId;
 use tracelake_store::conformance::span;
 
@@ -97,6 +97,65 @@ fn the_lake_works_the_same_on_s3_compatible_storage() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_with_lake("s3://traces/lake", &env);
     run_interop(&server, "s3://traces/lake", &env);
+}
+
+/// The SDK's lake destination, chosen only by environment, writes straight to S3-compatible
+/// storage with no server in between; a server opened on that lake afterwards serves the
+/// traces through SQL and the MLflow REST API.
+#[test]
+fn the_sdk_writes_straight_to_a_lake_on_s3() {
+    let moto = Moto::start("direct");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let workdir = tempfile::tempdir().unwrap();
+    let mut app = Command::new(example("instrumented_app"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MLFLOW_") || name.starts_with("OTEL_") || name.starts_with("TRACELAKE_") {
+            app.env_remove(name);
+        }
+    }
+    let out = app
+        .current_dir(workdir.path())
+        .envs(env.iter().copied())
+        .envs([
+            ("MLFLOW_TRACING_DESTINATION", "main.direct"),
+            ("TRACELAKE_LAKE_ROOT", "s3://direct/lake"),
+            ("OTEL_SERVICE_NAME", "direct-app"),
+            ("TRACELAKE_APP_TRACES", "4"),
+        ])
+        .output()
+        .expect("run the instrumented example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the example failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(stats["exported_traces"], 4, "{stats}");
+    assert_eq!(stats["dropped_traces"], 0, "{stats}");
+    // straight to S3: no local store was made on the way
+    assert_eq!(std::fs::read_dir(workdir.path()).unwrap().count(), 0, "the example wrote locally");
+
+    let server = Server::start_with_lake("s3://direct/lake", &env);
+    let rows = sql(
+        &server,
+        &format!(
+            "SELECT trace_id, service_name, count(*) AS spans, \
+             count(*) FILTER (WHERE status.code = 'STATUS_CODE_ERROR') AS errors \
+             FROM main.direct.{SPANS} GROUP BY 1, 2 ORDER BY 1"
+        ),
+    );
+    let rows = rows.as_array().unwrap_or_else(|| panic!("{rows}"));
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in rows {
+        assert_eq!(row["service_name"], "direct-app", "{row}");
+        // answer, retrieve, two calculator calls (one refused) and chat
+        assert_eq!((row["spans"].as_u64(), row["errors"].as_u64()), (Some(5), Some(1)), "{row}");
+    }
+    let hex = rows[0]["trace_id"].as_str().unwrap();
+    let id = TraceId::from_hex(hex).unwrap().to_mlflow_v4("main.direct");
+    let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={}", id.replace('/', "%2F"))).unwrap();
+    assert!(got.contains("200 OK"), "{got}");
+    for name in ["answer", "retrieve", "calculator", "chat"] {
+        assert!(got.contains(&format!("\"name\":\"{name}\"")), "span {name} missing: {got}");
+    }
 }
 
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.

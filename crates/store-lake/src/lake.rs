@@ -97,14 +97,13 @@ impl Lake {
         {
             return Ok(Vec::new());
         }
-        let root = self.config.root.path().trim_start_matches('/');
-        let base = if self.config.root.scheme() == "file" { None } else { Some(ObjectPath::from(root)) };
+        // the store is rooted at the lake root, whatever the scheme
         let list = |prefix: Option<ObjectPath>| {
             let store = self.store.clone();
             async move { store.list_with_delimiter(prefix.as_ref()).await }
         };
         let mut found = Vec::new();
-        let catalogs = list(base.clone()).await.map_err(|e| storage_error(&self.config.root, e))?;
+        let catalogs = list(None).await.map_err(|e| storage_error(&self.config.root, e))?;
         for catalog in catalogs.common_prefixes {
             let Some(catalog_name) = catalog.filename().map(str::to_owned) else { continue };
             if validate_name("catalog", &catalog_name).is_err() {
