@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Server, free_port, python, repo};
-use tracelake::{Destination, FutureExt as _, SpanType};
+use tracelake::{Destination, FutureExt as _, OtlpProtocol, OtlpSettings, SpanType};
 
 /// The instrumented example program (`examples/instrumented_app.rs`).
 fn app() -> PathBuf {
@@ -193,6 +193,39 @@ fn a_thousand_tasks_and_sixteen_threads_keep_their_own_experiments() {
         assert_eq!(spans.len(), 10, "{tenant}: {spans:#?}");
         let root = spans.iter().find(|s| s["parent"].is_null()).unwrap();
         assert_eq!(root["attributes"]["tenant"], tenant.as_str(), "{tenant} got another tenant's trace");
+    }
+}
+
+/// One trace of 3,000 spans of 2 KB (6 MB in one request, above gRPC's customary 4 MiB message
+/// limit) arrives whole over OTLP/gRPC as over HTTP.
+#[test]
+fn a_trace_of_many_megabytes_arrives_over_grpc_and_http() {
+    let server = Server::start();
+    let experiment = server.create_experiment("big-traces");
+    tracelake::set_tracer_provider(tracelake::TracerProvider::builder().build());
+    let routes = [
+        (OtlpProtocol::Grpc, format!("http://127.0.0.1:{}", server.grpc_port)),
+        (OtlpProtocol::HttpProtobuf, format!("{}/v1/traces", server.url())),
+    ];
+    let payload = "x".repeat(2048);
+    let mut ids = Vec::new();
+    for (protocol, endpoint) in routes {
+        let settings =
+            OtlpSettings::new(endpoint, protocol).with_header("x-mlflow-experiment-id", &experiment);
+        let _dest = Destination::otlp(settings).enter();
+        let root = tracelake::span("big").start();
+        for _ in 0..3000 {
+            tracelake::span("part").start().set_attribute("payload", &payload);
+        }
+        ids.push(root.trace_id().expect("a trace id").to_owned());
+    }
+    tracelake::shutdown().expect("every trace delivered");
+    let stats = tracelake::export_stats();
+    assert_eq!((stats.exported_traces, stats.dropped_traces), (2, 0), "{stats:?}");
+    for id in ids {
+        let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap();
+        assert!(got.contains("200 OK"), "{}", &got[..got.len().min(500)]);
+        assert_eq!(got.matches("\"name\":\"part\"").count(), 3000, "trace {id}");
     }
 }
 

@@ -123,9 +123,11 @@ fn grpc_transport(settings: &OtlpSettings) -> Transport {
     Transport::Grpc { client, metadata }
 }
 
-/// The gRPC codes OpenTelemetry says to retry.
+/// The gRPC codes OpenTelemetry says to retry, after the server's `RetryInfo` hint when it
+/// gives one (as `Retry-After` over HTTP).
 fn grpc_outcome(result: Result<tonic::Response<impl Sized>, tonic::Status>) -> Outcome {
     use tonic::Code;
+    use tonic_types::StatusExt as _;
     match result {
         Ok(_) => Outcome::Delivered(()),
         Err(status) => {
@@ -137,7 +139,10 @@ fn grpc_outcome(result: Result<tonic::Response<impl Sized>, tonic::Status>) -> O
                 | Code::Aborted
                 | Code::OutOfRange
                 | Code::Unavailable
-                | Code::DataLoss => Outcome::Retry { reason, after: None },
+                | Code::DataLoss => {
+                    let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+                    Outcome::Retry { reason, after }
+                }
                 _ => Outcome::Rejected(reason),
             }
         }
@@ -253,5 +258,30 @@ impl SinkExporter for OtlpExporter {
 
     fn shutdown(&mut self, timeout: Duration) -> Result<(), ExportError> {
         self.delivery.shutdown(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+
+    use super::*;
+
+    fn outcome(status: tonic::Status) -> Outcome {
+        grpc_outcome(Err::<tonic::Response<()>, _>(status))
+    }
+
+    #[test]
+    fn grpc_failures_are_retried_after_the_servers_hint_or_refused() {
+        let busy = tonic::Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            "busy",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
+        );
+        assert!(
+            matches!(outcome(busy), Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+        assert!(matches!(outcome(tonic::Status::unavailable("down")), Outcome::Retry { after: None, .. }));
+        assert!(matches!(outcome(tonic::Status::invalid_argument("bad")), Outcome::Rejected(_)));
     }
 }

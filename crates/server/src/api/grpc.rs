@@ -2,6 +2,8 @@
 //! metadata (or a lake table in `x-tracelake-table-name`), `LogsService/Export` and
 //! `MetricsService/Export` to lake tables. Same paths as HTTP.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
@@ -18,6 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 use tracelake_store::lake::{LOGS_TABLE, METRICS_TABLE, SPANS_TABLE};
 
 use super::otlp::{EXPERIMENT_HEADER, TABLE_HEADER, append_rows, batch_at, lake_schema_for, location};
@@ -35,15 +38,18 @@ impl GrpcOtlpService {
         Self { state }
     }
 
-    /// The tonic services to mount (gzip requests accepted): traces, logs, metrics.
+    /// The tonic services to mount (gzip requests accepted): traces, logs, metrics. They take
+    /// messages up to the decompressed size HTTP takes, not tonic's default of 4 MiB, which
+    /// one large trace (the SDK sends a trace in one request) can exceed.
     pub fn into_servers(
         self,
     ) -> (TraceServiceServer<Self>, LogsServiceServer<Self>, MetricsServiceServer<Self>) {
         let gzip = tonic::codec::CompressionEncoding::Gzip;
+        let limit = self.state.limits.max_decompressed_bytes;
         (
-            TraceServiceServer::new(self.clone()).accept_compressed(gzip),
-            LogsServiceServer::new(self.clone()).accept_compressed(gzip),
-            MetricsServiceServer::new(self).accept_compressed(gzip),
+            TraceServiceServer::new(self.clone()).accept_compressed(gzip).max_decoding_message_size(limit),
+            LogsServiceServer::new(self.clone()).accept_compressed(gzip).max_decoding_message_size(limit),
+            MetricsServiceServer::new(self).accept_compressed(gzip).max_decoding_message_size(limit),
         )
     }
 
@@ -64,11 +70,19 @@ impl GrpcOtlpService {
     }
 }
 
-/// The gRPC status for an API error: 429 becomes RESOURCE_EXHAUSTED, which exporters retry.
+/// The gRPC status for an API error. 429 becomes RESOURCE_EXHAUSTED with a `RetryInfo` detail
+/// carrying the retry hint: OpenTelemetry exporters retry that code only when it is there.
 fn status(e: ApiError) -> Status {
     let message = e.message;
     match e.status {
-        StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(message),
+        StatusCode::TOO_MANY_REQUESTS => {
+            let delay = Duration::from_secs(e.retry_after.unwrap_or(1));
+            Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(delay)),
+            )
+        }
         StatusCode::NOT_FOUND => Status::not_found(message),
         StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
         s if s.is_client_error() => Status::invalid_argument(message),
@@ -116,5 +130,19 @@ impl MetricsService for GrpcOtlpService {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         self.export_rows(request, METRICS_TABLE, tracelake_otlp::rows::metric_rows).await?;
         Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_resource_exhausted_with_the_retry_hint() {
+        let s = status(ApiError::overloaded(2));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(s.message().contains("retry in 2 s"), "{}", s.message());
+        let retry = s.get_details_retry_info().expect("a RetryInfo detail");
+        assert_eq!(retry.retry_delay, Some(Duration::from_secs(2)));
     }
 }
