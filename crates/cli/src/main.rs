@@ -78,6 +78,23 @@ struct ServerArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "TRACELAKE_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// The directory artifacts uploaded through `/api/2.0/mlflow-artifacts/artifacts` are kept
+    /// in: a path or a `file://` URI (local directories only).
+    #[arg(long, env = "TRACELAKE_ARTIFACTS_DESTINATION", default_value = "./mlartifacts")]
+    artifacts_destination: String,
+}
+
+/// The local directory an `--artifacts-destination` names: a path, or a `file://` URI.
+fn artifacts_dir(destination: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = destination.strip_prefix("file://") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some((scheme, _)) = destination.split_once("://") {
+        bail!(
+            "--artifacts-destination {destination:?}: {scheme}:// is not supported; give a local directory"
+        );
+    }
+    Ok(PathBuf::from(destination))
 }
 
 /// The store a backend store URI names, in MLflow's forms.
@@ -185,6 +202,7 @@ async fn sql(args: SqlArgs) -> anyhow::Result<()> {
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let artifacts = artifacts_dir(&args.artifacts_destination)?;
     let store = open_store(&args.backend_store_uri).await?;
     #[cfg(feature = "store-lake")]
     let (store, lake) = with_lake(store, &args).await?;
@@ -205,7 +223,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Some(grpc)
     };
     let limits = Limits { max_body_bytes: args.max_body_bytes, ..Limits::default() };
-    tracelake_server::serve(listener, grpc, store, lake, limits, shutdown_signal()).await?;
+    tracing::info!(target: "tracelake", "artifacts in {}", artifacts.display());
+    tracelake_server::serve(listener, grpc, store, lake, limits, &artifacts, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -252,5 +271,12 @@ mod tests {
         for uri in ["postgresql://u@db/x", "postgres://db/x", "postgresql+psycopg2://u:p@db:5432/x"] {
             assert_eq!(backend(uri).unwrap(), Backend::Postgres(uri.into()));
         }
+    }
+
+    #[test]
+    fn artifacts_destinations_are_local_directories() {
+        assert_eq!(artifacts_dir("./mlartifacts").unwrap(), PathBuf::from("./mlartifacts"));
+        assert_eq!(artifacts_dir("file:///srv/artifacts").unwrap(), PathBuf::from("/srv/artifacts"));
+        assert!(artifacts_dir("s3://bucket/a").unwrap_err().to_string().contains("s3:// is not supported"));
     }
 }

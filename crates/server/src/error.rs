@@ -43,6 +43,12 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE", message)
     }
+
+    /// A failure inside the server: `message` is logged, the client is told to look at the log.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!(target: "tracelake::server", "{message}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error; see the server log")
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -54,14 +60,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::InvalidArgument(m) => ApiError::invalid(m),
             StoreError::InvalidState(m) => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_STATE", m),
-            StoreError::Internal(m) => {
-                tracing::error!(target: "tracelake::server", "store failure: {m}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_ERROR",
-                    "internal error; see the server log",
-                )
-            }
+            StoreError::Internal(m) => ApiError::internal(format_args!("store failure: {m}")),
         }
     }
 }

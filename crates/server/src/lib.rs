@@ -4,6 +4,8 @@
 //! - MLflow REST: experiments and traces (v3, and the 2.0 routes the client still calls),
 //!   MLflow's error JSON (`{"error_code": ..., "message": ...}`), every route also under
 //!   `/ajax-api`.
+//! - MLflow's artifact proxy (`/api/2.0/mlflow-artifacts/artifacts/...`), files under the
+//!   artifacts destination; a trace's `traces.json` upload is ingested like OTLP spans.
 //! - OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, gzip or deflate, routed by the
 //!   `x-mlflow-experiment-id` header.
 //! - One [`IngestService`] behind every write: group commit, acknowledgement once durable, 429
@@ -16,6 +18,7 @@ mod proto_json;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use tracelake_store::{LakeAccess, TraceStore};
@@ -47,23 +50,29 @@ pub struct AppState {
     pub lake: Option<Arc<dyn LakeAccess>>,
     pub ingest: IngestService,
     pub limits: Limits,
+    /// The directory artifacts are kept in (`mlflow server --artifacts-destination`).
+    pub artifacts_destination: Arc<Path>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .field("artifacts_destination", &self.artifacts_destination)
+            .finish_non_exhaustive()
     }
 }
 
 /// Serves `store` (with its `lake`, if any) over HTTP on `listener` and, when given, OTLP/gRPC
-/// on `grpc`, until `shutdown` completes; then writes everything that was accepted before
-/// returning.
+/// on `grpc`, with artifacts kept under `artifacts_destination`, until `shutdown` completes;
+/// then writes everything that was accepted before returning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
     store: Arc<dyn TraceStore>,
     lake: Option<Arc<dyn LakeAccess>>,
     limits: Limits,
+    artifacts_destination: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (ingest, writer) =
@@ -77,7 +86,7 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let state = AppState { store, lake, ingest, limits };
+    let state = AppState { store, lake, ingest, limits, artifacts_destination: artifacts_destination.into() };
     let grpc_task = grpc.map(|listener| {
         let (traces, logs, metrics) = api::grpc::GrpcOtlpService::new(state.clone()).into_servers();
         let addr = listener.local_addr().ok();

@@ -15,7 +15,9 @@ use tracelake_store::{InMemoryStore, TraceStore};
 fn app_with(limits: Limits) -> Router {
     let store: Arc<dyn TraceStore> = Arc::new(InMemoryStore::new());
     let (ingest, _worker) = IngestService::start(store.clone(), 64, 1000);
-    router(AppState { store, lake: None, ingest, limits })
+    // nothing here reads or writes artifacts
+    let artifacts_destination = std::env::temp_dir().join("tracelake-api-tests-artifacts").into();
+    router(AppState { store, lake: None, ingest, limits, artifacts_destination })
 }
 
 fn app() -> Router {

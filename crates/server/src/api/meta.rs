@@ -20,7 +20,7 @@ pub(crate) async fn server_info() -> Json<Value> {
         "store_type": "SqlStore",
         "workspaces_enabled": false,
         "trace_archival_enabled": false,
-        "artifact_serving_enabled": false,
+        "artifact_serving_enabled": true,
         "server": "tracelake",
         "tracelake_version": env!("CARGO_PKG_VERSION"),
     }))

@@ -1,5 +1,6 @@
 //! The HTTP routes. Every MLflow REST route is also served under `/ajax-api`, as MLflow does.
 
+mod artifacts;
 mod experiments;
 pub mod grpc;
 mod lake;
@@ -51,6 +52,7 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/3.0/mlflow/traces/{trace_id}/tags", patch(traces::set_tag).delete(traces::delete_tag))
         .route("/2.0/mlflow/traces/link-to-run", post(traces::link_to_run))
         .route("/3.0/mlflow/server-info", get(meta::server_info))
+        .route("/2.0/mlflow-artifacts/artifacts/{*path}", get(artifacts::download).put(artifacts::upload))
         .route("/4.0/mlflow/traces/location", post(lake::create_location))
         .route("/4.0/mlflow/traces/{experiment_id}/link-location", post(lake::link))
         .route("/4.0/mlflow/traces/{experiment_id}/unlink-location", post(lake::unlink))
