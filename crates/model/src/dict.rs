@@ -764,9 +764,24 @@ impl<'de> Deserialize<'de> for TraceInfo {
 
 // ---- traces -------------------------------------------------------------------------------
 
-struct SpansDict<'a>(&'a [Span]);
+/// A trace's spans as MLflow's `TraceData.to_dict()`, `{"spans": [...]}`: the `data` of a
+/// trace dict, and the whole of its `traces.json` artifact.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceData<'a>(pub &'a [Span]);
 
-impl Serialize for SpansDict<'_> {
+impl TraceData<'_> {
+    /// Reads the spans of a `TraceData` dict found at `path` (a missing `spans` is none).
+    pub fn spans_from_dict(value: &Value, path: &str) -> Result<Vec<Span>, DictError> {
+        Reader::new("trace", path, value)?
+            .opt_array("spans")?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Span::from_dict_at(s, &format!("{path}.spans[{i}]")))
+            .collect()
+    }
+}
+
+impl Serialize for TraceData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
         map.serialize_entry("spans", self.0)?;
@@ -778,7 +793,7 @@ impl Serialize for Trace {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(2))?;
         map.serialize_entry("info", &self.info)?;
-        map.serialize_entry("data", &SpansDict(&self.spans))?;
+        map.serialize_entry("data", &TraceData(&self.spans))?;
         map.end()
     }
 }
@@ -793,14 +808,7 @@ impl Trace {
         )?;
         let spans = match r.get("data") {
             None => Vec::new(),
-            Some(data) => {
-                let dr = Reader::new("trace", "trace.data", data)?;
-                dr.opt_array("spans")?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| Span::from_dict_at(s, &format!("trace.data.spans[{i}]")))
-                    .collect::<Result<_, _>>()?
-            }
+            Some(data) => TraceData::spans_from_dict(data, "trace.data")?,
         };
         Ok(Trace { info, spans })
     }

@@ -45,7 +45,7 @@ pub use attributes::{
     write_json as write_attribute,
 };
 pub use dict::{
-    DictError, date_and_time_micros, format_duration_ms, format_timestamp_ms, parse_duration_ms,
+    DictError, TraceData, date_and_time_micros, format_duration_ms, format_timestamp_ms, parse_duration_ms,
     parse_timestamp_ms,
 };
 pub use ids::{IdError, SpanId, TRACE_ID_V3_PREFIX, TRACE_ID_V4_PREFIX, TraceId};

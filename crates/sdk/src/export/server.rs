@@ -262,8 +262,9 @@ impl Client {
             return Ok(());
         }
         let location = tags["mlflow.artifactLocation"].as_str().unwrap_or_default();
-        let data = serde_json::to_value(trace).map_err(|e| e.to_string())?;
-        let body = bytes::Bytes::from(serde_json::to_vec(&data["data"]).unwrap_or_default());
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&tracelake_model::TraceData(&trace.spans)).map_err(|e| e.to_string())?,
+        );
         let local =
             location.strip_prefix("file://").or_else(|| location.starts_with('/').then_some(location));
         if let Some(dir) = local {

@@ -17,9 +17,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracelake_model::{Span, TraceId};
+use tracelake_model::{TraceData, TraceId};
 use tracelake_store::WriteBatch;
 
 use crate::AppState;
@@ -27,17 +26,6 @@ use crate::error::{ApiError, ApiResult};
 
 /// The file name MLflow keeps a trace's spans in.
 const TRACE_DATA_FILE: &str = "traces.json";
-
-/// A `traces.json` artifact: MLflow's span dicts.
-#[derive(Deserialize)]
-struct SpansFile {
-    spans: Vec<Span>,
-}
-
-#[derive(Serialize)]
-struct SpansFileRef<'a> {
-    spans: &'a [Span],
-}
 
 /// The segments of an artifact path, which must stay inside the artifacts destination: relative,
 /// no empty, `.` or `..` segments, no backslashes or NULs (MLflow's `validate_path_is_safe`).
@@ -127,8 +115,11 @@ pub(crate) async fn upload(
 /// Writes the spans of an uploaded `traces.json` to the store, in `experiment_id`. A body that
 /// is not such a file, or holds spans of another trace, is kept as a file only.
 async fn ingest_spans(s: &AppState, experiment_id: &str, trace_id: &str, body: &[u8]) -> ApiResult<()> {
-    let spans = match serde_json::from_slice::<SpansFile>(body) {
-        Ok(file) => file.spans,
+    let spans = match serde_json::from_slice::<Value>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| TraceData::spans_from_dict(&v, TRACE_DATA_FILE).map_err(|e| e.to_string()))
+    {
+        Ok(spans) => spans,
         Err(e) => {
             tracing::debug!(target: "tracelake::server", "{trace_id}/{TRACE_DATA_FILE} kept as a file only: not MLflow span JSON: {e}");
             return Ok(());
@@ -174,7 +165,7 @@ pub(crate) async fn download(State(s): State<AppState>, Path(path): Path<String>
             }) else {
                 return Err(missing());
             };
-            let body = serde_json::to_vec(&SpansFileRef { spans: &trace.spans })
+            let body = serde_json::to_vec(&TraceData(&trace.spans))
                 .map_err(|e| ApiError::internal(format!("spans of {trace_id} not written: {e}")))?;
             Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
