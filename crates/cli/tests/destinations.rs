@@ -4,42 +4,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, free_port, python, repo};
+use support::{Server, app_stats as stats, free_port, python, repo};
 use tracelake::{Destination, FutureExt as _, OtlpProtocol, OtlpSettings, SpanType};
 
-/// The instrumented example program (`examples/instrumented_app.rs`).
-fn app() -> PathBuf {
-    support::example("instrumented_app")
-}
-
-/// Runs the example with exactly these tracing variables (the test's own are cleared).
+/// Runs the instrumented example in a fresh directory with exactly these tracing variables.
 fn run_app(vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(app());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("MLFLOW_") || name.starts_with("OTEL_") || name.starts_with("TRACELAKE_APP") {
-            cmd.env_remove(name);
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    cmd.current_dir(dir.path()).envs(vars.iter().copied()).output().expect("run the instrumented example")
-}
-
-/// The example's closing statistics line.
-fn stats(out: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the example failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    support::run_app_in(tempfile::tempdir().unwrap().path(), vars)
 }
 
 /// Every trace of the named experiments, read through the MLflow client, without ids and times.

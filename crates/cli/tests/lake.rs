@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Server, example, free_port, post_to, python, repo};
+use support::{Server, app_stats, free_port, post_to, python, repo, run_app_in};
 use tracelake_model::TraceId;
 use tracelake_store::conformance::span;
 
@@ -108,26 +108,14 @@ fn the_sdk_writes_straight_to_a_lake_on_s3() {
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let workdir = tempfile::tempdir().unwrap();
-    let mut app = Command::new(example("instrumented_app"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("MLFLOW_") || name.starts_with("OTEL_") || name.starts_with("TRACELAKE_") {
-            app.env_remove(name);
-        }
-    }
-    let out = app
-        .current_dir(workdir.path())
-        .envs(env.iter().copied())
-        .envs([
-            ("MLFLOW_TRACING_DESTINATION", "main.direct"),
-            ("TRACELAKE_LAKE_ROOT", "s3://direct/lake"),
-            ("OTEL_SERVICE_NAME", "direct-app"),
-            ("TRACELAKE_APP_TRACES", "4"),
-        ])
-        .output()
-        .expect("run the instrumented example");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the example failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let stats: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let vars = [
+        ("MLFLOW_TRACING_DESTINATION", "main.direct"),
+        ("TRACELAKE_LAKE_ROOT", "s3://direct/lake"),
+        ("OTEL_SERVICE_NAME", "direct-app"),
+        ("TRACELAKE_APP_TRACES", "4"),
+    ];
+    let vars: Vec<(&str, &str)> = env.iter().copied().chain(vars).collect();
+    let stats = app_stats(&run_app_in(workdir.path(), &vars));
     assert_eq!(stats["exported_traces"], 4, "{stats}");
     assert_eq!(stats["dropped_traces"], 0, "{stats}");
     // straight to S3: no local store was made on the way

@@ -7,7 +7,7 @@ pub mod webdriver;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn repo() -> PathBuf {
@@ -43,6 +43,31 @@ pub fn example(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "example {name} is missing: run cargo build --workspace --examples");
     path
+}
+
+/// Runs the instrumented example (`examples/instrumented_app.rs`) in `dir` with exactly these
+/// tracing variables: the test's own `MLFLOW_*`, `OTEL_*` and `TRACELAKE_*` are cleared.
+pub fn run_app_in(dir: &Path, vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(example("instrumented_app"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MLFLOW_") || name.starts_with("OTEL_") || name.starts_with("TRACELAKE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(dir).envs(vars.iter().copied()).output().expect("run the instrumented example")
+}
+
+/// The example's closing statistics line; the test fails when the example did.
+pub fn app_stats(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 pub struct Server {
