@@ -61,6 +61,54 @@ def wait_for(search, expected: int, what: str):
         time.sleep(0.2)
 
 
+def search_experiments(client: MlflowClient, run: str) -> None:
+    """search_experiments with MLflow's filter grammar, order_by, pages and view types."""
+    ids = {}
+    for name, team in [("alpha", "search"), ("Beta", "chat"), ("gamma", "search")]:
+        ids[name] = client.create_experiment(f"{name}-{run}", tags={"team": team, "run": run})
+        time.sleep(0.005)  # distinct creation times, so "newest first" has one answer
+    client.delete_experiment(ids["gamma"])
+
+    def names(**kwargs) -> list[str]:
+        found = mlflow.search_experiments(**kwargs)
+        return [e.name.removesuffix(f"-{run}") for e in found]
+
+    mine = f"tags.run = '{run}'"
+    checks.check(names(filter_string=mine) == ["Beta", "alpha"], f"newest first by default: {names(filter_string=mine)}")
+    checks.check(names(filter_string=mine, order_by=["name ASC"]) == ["Beta", "alpha"], "order by name")
+    checks.check(
+        names(filter_string=f"{mine} AND tags.team = 'search'", view_type=mlflow.entities.ViewType.ALL)
+        == ["gamma", "alpha"],
+        "tag filter over active and deleted",
+    )
+    checks.check(names(filter_string=f"name LIKE 'alpha-{run}'") == ["alpha"], "name LIKE")
+    checks.check(names(filter_string=f"name LIKE 'beta-{run}'") == [], "LIKE is case-sensitive")
+    checks.check(names(filter_string=f"name ILIKE 'beta-{run}'") == ["Beta"], "ILIKE is not")
+    checks.check(
+        names(filter_string=mine, view_type=mlflow.entities.ViewType.DELETED_ONLY) == ["gamma"],
+        "deleted experiments only",
+    )
+    alpha = client.get_experiment(ids["alpha"])
+    checks.check(
+        names(filter_string=f"{mine} AND creation_time < {alpha.creation_time}") == [],
+        "creation_time filter",
+    )
+    id_filter = f"experiment_id IN ('{ids['alpha']}', '{ids['gamma']}')"
+    checks.check(names(filter_string=id_filter) == ["alpha"], "experiment_id IN")
+
+    page = client.search_experiments(filter_string=mine, max_results=1, order_by=["name DESC"])
+    checks.check([e.name for e in page] == [f"alpha-{run}"] and page.token, "a first page and its token")
+    page = client.search_experiments(filter_string=mine, max_results=1, order_by=["name DESC"], page_token=page.token)
+    checks.check([e.name for e in page] == [f"Beta-{run}"] and not page.token, "the last page has no token")
+
+    for bad in ["name = 'x' OR name = 'y'", "owner = 'me'", "creation_time > 'yesterday'"]:
+        try:
+            mlflow.search_experiments(filter_string=bad)
+            checks.check(False, f"a bad experiment filter is refused: {bad}")
+        except mlflow.exceptions.MlflowException as e:
+            checks.check(e.error_code == "INVALID_PARAMETER_VALUE", f"{bad}: {e.error_code}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("tracking_uri")
@@ -75,6 +123,8 @@ def main() -> None:
     experiment = mlflow.set_experiment(f"e2e-{run}")
     exp_id = experiment.experiment_id
     checks.check(client.get_experiment_by_name(f"e2e-{run}").experiment_id == exp_id, "experiment found by name")
+
+    search_experiments(client, run)
 
     for i in range(3):
         agent(f"question {i}", run)

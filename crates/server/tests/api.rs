@@ -204,6 +204,65 @@ async fn a_bad_search_filter_is_400_naming_the_column() {
     );
 }
 
+/// The GET form of experiment search takes MLflow's query parameters, `order_by` repeated;
+/// the POST form the same as JSON; both refuse a bad filter with its column.
+#[tokio::test]
+async fn experiments_are_searched_by_get_and_post() {
+    let app = app();
+    for (name, team) in [("b-agents", "search"), ("a-agents", "search"), ("chat", "chat")] {
+        let req = Request::post("/api/2.0/mlflow/experiments/create")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"name": name, "tags": [{"key": "team", "value": team}]}).to_string()))
+            .unwrap();
+        assert_eq!(call(&app, req).await.0, StatusCode::OK);
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["experiments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let uri = concat!(
+        "/api/2.0/mlflow/experiments/search?filter=tags.team%20%3D%20%27search%27",
+        "&order_by=last_update_time+DESC&order_by=name&max_results=1"
+    );
+    let (status, body) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["next_page_token"].as_str().unwrap().to_owned();
+    let mut seen = names(&body);
+    let req = Request::post("/ajax-api/2.0/mlflow/experiments/search")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"filter": "tags.team = 'search'", "order_by": ["last_update_time DESC", "name"],
+                   "max_results": 1, "page_token": token})
+            .to_string(),
+        ))
+        .unwrap();
+    let (status, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("next_page_token").is_none(), "{body}");
+    seen.extend(names(&body));
+    seen.sort();
+    assert_eq!(seen, ["a-agents", "b-agents"]);
+
+    let uri = "/api/2.0/mlflow/experiments/search?filter=name%20%3D%20%27a%27%20OR%20name%20%3D%20%27b%27";
+    let (status, body) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("invalid filter at column 12: OR is not supported"),
+        "{body}"
+    );
+    let uri = "/api/2.0/mlflow/experiments/search?order_by=tags.team";
+    let (status, body) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let uri = "/api/2.0/mlflow/experiments/search?max_results=many";
+    let (status, body) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
 #[tokio::test]
 async fn start_trace_before_spans_still_says_spans_are_in_the_store() {
     let app = app();

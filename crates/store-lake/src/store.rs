@@ -16,8 +16,8 @@ use tracelake_store::derive::{batch_locations, is_lake_schema, location_key, tra
 use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
-    DeleteTraces, Experiment, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat, SqlOutput,
-    StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    DeleteTraces, Experiment, ExperimentQuery, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat,
+    SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 use crate::lake::Lake;
@@ -301,13 +301,12 @@ impl TraceStore for LakeStore {
         self.control.get_experiment_by_name(name).await
     }
 
-    async fn list_experiments(
-        &self,
-        view: ViewType,
-        max_results: usize,
-        page_token: Option<&str>,
-    ) -> StoreResult<Page<Experiment>> {
-        self.control.list_experiments(view, max_results, page_token).await
+    async fn list_experiments(&self, view: ViewType) -> StoreResult<Vec<Experiment>> {
+        self.control.list_experiments(view).await
+    }
+
+    async fn search_experiments(&self, query: &ExperimentQuery) -> StoreResult<Page<Experiment>> {
+        self.control.search_experiments(query).await
     }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {

@@ -6,10 +6,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracelake_model::{Span, SpanId, StatusCode, TraceId, TraceInfo, TraceLocation, TraceState, keys};
 use tracelake_store::derive::{Stored, outline_of};
-use tracelake_store::{LifecycleStage, Run, StoreError, StoreResult};
+use tracelake_store::{LifecycleStage, Run, StoreError, StoreResult, ViewType};
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The `WHERE` clause of `experiments` that keeps the experiments of `view`.
+pub(crate) fn stage(view: ViewType) -> &'static str {
+    match view {
+        ViewType::ActiveOnly => "WHERE lifecycle_stage = 'active'",
+        ViewType::DeletedOnly => "WHERE lifecycle_stage = 'deleted'",
+        ViewType::All => "",
+    }
 }
 
 pub(crate) fn lifecycle_stage(stored: &str) -> LifecycleStage {

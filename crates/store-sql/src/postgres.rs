@@ -24,6 +24,7 @@ use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, bat
 
 use crate::common::{
     InfoRow, Reduced, RunRow, lifecycle_stage, now_ms, reduced_span, run_from_row, sort_spans, span_trace_id,
+    stage,
 };
 use crate::query::{Dialect, Param, SearchPlan, search_sql};
 
@@ -653,35 +654,20 @@ impl TraceStore for PostgresStore {
         }
     }
 
-    async fn list_experiments(
-        &self,
-        view: ViewType,
-        max_results: usize,
-        page_token: Option<&str>,
-    ) -> StoreResult<Page<Experiment>> {
-        validate::max_results(max_results)?;
-        let offset = decode_page_token(page_token)?;
-        let stage = match view {
-            ViewType::ActiveOnly => "WHERE lifecycle_stage = 'active'",
-            ViewType::DeletedOnly => "WHERE lifecycle_stage = 'deleted'",
-            ViewType::All => "",
-        };
+    async fn list_experiments(&self, view: ViewType) -> StoreResult<Vec<Experiment>> {
         let mut conn = self.conn().await?;
         let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT experiment_id FROM experiments {stage} ORDER BY experiment_id LIMIT $1 OFFSET $2"
+            "SELECT experiment_id FROM experiments {} ORDER BY experiment_id",
+            stage(view)
         )))
-        .bind(max_results as i64 + 1)
-        .bind(offset as i64)
         .fetch_all(&mut *conn)
         .await
         .map_err(pg_error)?;
-        let more = ids.len() > max_results;
-        let mut items = Vec::new();
-        for id in ids.into_iter().take(max_results) {
-            items.extend(load_experiment(&mut conn, id).await?);
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.extend(load_experiment(&mut conn, id).await?);
         }
-        let next = offset + items.len();
-        Ok(Page { items, next_page_token: more.then(|| encode_page_token(next)) })
+        Ok(all)
     }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {

@@ -26,7 +26,7 @@ use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, bat
 
 use crate::common::{
     InfoRow, OutlineRow, Reduced, RunRow, lifecycle_stage, now_ms, reduced_span, run_from_row, sort_spans,
-    span_trace_id,
+    span_trace_id, stage,
 };
 use crate::query::{Dialect, Param, SearchPlan, compile_pattern, search_sql};
 
@@ -662,37 +662,24 @@ impl TraceStore for SqliteStore {
         .await
     }
 
-    async fn list_experiments(
-        &self,
-        view: ViewType,
-        max_results: usize,
-        page_token: Option<&str>,
-    ) -> StoreResult<Page<Experiment>> {
-        validate::max_results(max_results)?;
-        let offset = decode_page_token(page_token)?;
+    async fn list_experiments(&self, view: ViewType) -> StoreResult<Vec<Experiment>> {
         self.read(move |c| {
-            let stage = match view {
-                ViewType::ActiveOnly => "WHERE lifecycle_stage = 'active'",
-                ViewType::DeletedOnly => "WHERE lifecycle_stage = 'deleted'",
-                ViewType::All => "",
-            };
             let mut stmt = c
                 .prepare(&format!(
-                    "SELECT experiment_id FROM experiments {stage} ORDER BY experiment_id LIMIT ?1 OFFSET ?2"
+                    "SELECT experiment_id FROM experiments {} ORDER BY experiment_id",
+                    stage(view)
                 ))
                 .map_err(internal)?;
             let ids = stmt
-                .query_map(params![max_results as i64 + 1, offset as i64], |r| r.get::<_, i64>(0))
+                .query_map([], |r| r.get::<_, i64>(0))
                 .map_err(internal)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal)?;
-            let more = ids.len() > max_results;
-            let mut items = Vec::new();
-            for id in ids.into_iter().take(max_results) {
-                items.extend(load_experiment(c, id)?);
+            let mut all = Vec::with_capacity(ids.len());
+            for id in ids {
+                all.extend(load_experiment(c, id)?);
             }
-            let next = offset + items.len();
-            Ok(Page { items, next_page_token: more.then(|| encode_page_token(next)) })
+            Ok(all)
         })
         .await
     }

@@ -13,9 +13,9 @@ use tracelake_model::{
     TraceState, keys, metadata_keys,
 };
 
-use crate::filter::{parse_filter, parse_order_by};
+use crate::filter::{parse_experiment_filter, parse_experiment_order_by, parse_filter, parse_order_by};
 use crate::store::{StoreError, TraceStore};
-use crate::types::{DeleteTraces, LifecycleStage, NewRun, TraceQuery, ViewType, WriteBatch};
+use crate::types::{DeleteTraces, ExperimentQuery, LifecycleStage, NewRun, TraceQuery, ViewType, WriteBatch};
 
 /// Expands to one test per conformance case, each on the store `$make` (an async expression)
 /// produces.
@@ -24,6 +24,7 @@ macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@cases $make;
             experiments_have_unique_names_and_a_lifecycle,
+            experiments_are_found_by_filter_in_order,
             spans_and_info_in_either_order_store_the_same_trace,
             a_trace_seen_only_through_spans_takes_its_info_from_them,
             a_trace_written_in_pieces_has_the_info_of_one_written_at_once,
@@ -146,8 +147,8 @@ pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStor
         store.create_experiment("agents-v2", None, &[]).await,
         Err(StoreError::AlreadyExists(_))
     ));
-    let deleted = store.list_experiments(ViewType::DeletedOnly, 10, None).await.unwrap();
-    assert_eq!(deleted.items.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["agents-v2"]);
+    let deleted = store.list_experiments(ViewType::DeletedOnly).await.unwrap();
+    assert_eq!(deleted.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["agents-v2"]);
     assert!(matches!(store.restore_experiment("0").await, Err(StoreError::InvalidState(_))));
     store.restore_experiment(&id).await.unwrap();
     let e = store.get_experiment(&id).await.unwrap();
@@ -162,7 +163,8 @@ pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStor
     let mut names = Vec::new();
     let mut token = None;
     loop {
-        let page = store.list_experiments(ViewType::All, 3, token.as_deref()).await.unwrap();
+        let query = experiment_query(ViewType::All, "", &[], 3, token);
+        let page = store.search_experiments(&query).await.unwrap();
         names.extend(page.items.into_iter().map(|e| e.name));
         match page.next_page_token {
             Some(t) => token = Some(t),
@@ -170,6 +172,88 @@ pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStor
         }
     }
     assert_eq!(names.len(), 7, "{names:?}");
+}
+
+fn experiment_query(
+    view: ViewType,
+    filter: &str,
+    order_by: &[&str],
+    max_results: usize,
+    page_token: Option<String>,
+) -> ExperimentQuery {
+    ExperimentQuery {
+        view,
+        filter: parse_experiment_filter(filter).unwrap_or_else(|e| panic!("{filter}: {e}")),
+        order_by: parse_experiment_order_by(order_by).unwrap(),
+        max_results,
+        page_token,
+    }
+}
+
+/// `search_experiments`: MLflow's filter over names, ids, times and tags, its orders and pages.
+pub async fn experiments_are_found_by_filter_in_order(store: &dyn TraceStore) {
+    let team = |t: &str| vec![("team".to_owned(), t.to_owned())];
+    let a = store.create_experiment("agents-a", None, &team("search")).await.unwrap();
+    let b = store.create_experiment("agents-B", None, &team("chat")).await.unwrap();
+    let c = store.create_experiment("rag", None, &team("search")).await.unwrap();
+    let d = store.create_experiment("untagged", None, &[]).await.unwrap();
+    store.delete_experiment(&d).await.unwrap();
+    let names = |view, filter: &str, order_by: &[&str]| {
+        let query = experiment_query(view, filter, order_by, 100, None);
+        let filter = filter.to_owned();
+        async move {
+            let page = store.search_experiments(&query).await.unwrap_or_else(|e| panic!("{filter}: {e}"));
+            page.items.into_iter().map(|e| e.name).collect::<Vec<_>>()
+        }
+    };
+    let active = ViewType::ActiveOnly;
+    assert_eq!(names(active, "name LIKE 'agents-%'", &["name"]).await, ["agents-B", "agents-a"]);
+    assert_eq!(names(active, "name ILIKE 'AGENTS-%'", &["name DESC"]).await, ["agents-a", "agents-B"]);
+    assert_eq!(names(active, "name LIKE 'agents-b'", &[]).await, Vec::<String>::new());
+    assert_eq!(
+        names(active, "name != 'rag' AND name != 'Default'", &["name"]).await,
+        ["agents-B", "agents-a"]
+    );
+    assert_eq!(names(active, "tags.team = 'search'", &["experiment_id"]).await, ["agents-a", "rag"]);
+    assert_eq!(names(active, "tags.team != 'search'", &[]).await, ["agents-B"]);
+    assert_eq!(names(active, "tags.team ILIKE 'CH%'", &[]).await, ["agents-B"]);
+    assert_eq!(names(ViewType::All, "tags.team IS NULL", &["name"]).await, ["Default", "untagged"]);
+    assert_eq!(names(ViewType::All, "tags.team IS NOT NULL", &["name"]).await.len(), 3);
+    assert_eq!(names(ViewType::DeletedOnly, "name LIKE '%tagged'", &[]).await, ["untagged"]);
+    let ids = format!("experiment_id IN ('{a}', '{c}', '{d}')");
+    assert_eq!(names(active, &ids, &["experiment_id DESC"]).await, ["rag", "agents-a"]);
+    assert_eq!(names(active, &format!("experiment_id = '{b}'"), &[]).await, ["agents-B"]);
+
+    let created = store.get_experiment(&b).await.unwrap().creation_time_ms;
+    let later = names(active, &format!("creation_time >= {created} AND name != 'Default'"), &["name"]).await;
+    assert!(later.contains(&"agents-B".to_owned()) && !later.is_empty(), "{later:?}");
+    assert!(names(active, &format!("creation_time < {created} AND name = 'agents-B'"), &[]).await.is_empty());
+    let touched = store.get_experiment(&c).await.unwrap().last_update_time_ms;
+    assert_eq!(names(active, &format!("last_update_time <= {touched} AND name = 'rag'"), &[]).await, ["rag"]);
+
+    // by default the newest come first, experiments created in the same millisecond by id
+    let page = store.search_experiments(&experiment_query(active, "", &[], 100, None)).await.unwrap();
+    let key = |e: &crate::Experiment| {
+        (std::cmp::Reverse(e.creation_time_ms), e.experiment_id.parse::<i64>().unwrap())
+    };
+    let mut sorted = page.items.clone();
+    sorted.sort_by_key(key);
+    assert_eq!(page.items, sorted);
+    assert_eq!(page.items.len(), 4);
+
+    // pages follow the order and end without a token
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let query = experiment_query(ViewType::All, "", &["name DESC"], 2, token);
+        let page = store.search_experiments(&query).await.unwrap();
+        seen.extend(page.items.into_iter().map(|e| e.name));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["untagged", "rag", "agents-a", "agents-B", "Default"]);
 }
 
 fn sample_spans(t: TraceId) -> Vec<Span> {

@@ -10,8 +10,13 @@ use regex::Regex;
 use serde_json::Value;
 use tracelake_model::{Span, TraceInfo, metadata_keys, tag_keys};
 
-use crate::filter::{Attribute, Clause, Filter, Literal, Op, OrderBy, OrderKey, SpanField, Target};
+use crate::filter::{
+    Attribute, Clause, ExperimentOrderKey, ExperimentTarget, Filter, Literal, Op, OrderBy, OrderKey,
+    SpanField, Target,
+};
 use crate::store::{StoreError, StoreResult};
+use crate::types::{Experiment, ExperimentQuery, Page};
+use crate::validate;
 
 /// A stored trace as the evaluator sees it.
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +180,7 @@ fn any_text<'a>(mut candidates: impl Iterator<Item = &'a str>, clause: &Clause) 
 }
 
 /// Compares a text value; an absent value matches only `IS NULL`.
-fn compare_text(value: Option<&str>, clause: &Clause) -> StoreResult<bool> {
+fn compare_text<T>(value: Option<&str>, clause: &Clause<T>) -> StoreResult<bool> {
     let Some(v) = value else { return Ok(clause.op == Op::IsNull) };
     Ok(match (&clause.op, &clause.value) {
         (Op::IsNull, _) => false,
@@ -195,7 +200,7 @@ fn compare_text(value: Option<&str>, clause: &Clause) -> StoreResult<bool> {
     })
 }
 
-fn compare_number(value: Option<f64>, clause: &Clause) -> StoreResult<bool> {
+fn compare_number<T>(value: Option<f64>, clause: &Clause<T>) -> StoreResult<bool> {
     let Some(v) = value else { return Ok(false) };
     let n = match clause.value {
         Literal::Int(i) => i as f64,
@@ -267,6 +272,90 @@ fn compare_key(a: &TraceInfo, b: &TraceInfo, key: &OrderKey) -> Ordering {
         OrderKey::Tag(k) => a.tags.get(k).cmp(&b.tags.get(k)),
         OrderKey::Metadata(k) => a.trace_metadata.get(k).cmp(&b.trace_metadata.get(k)),
     }
+}
+
+/// Whether `experiment` satisfies every clause of an experiment filter. A tag clause other
+/// than `IS NULL` needs the tag to be set, as in MLflow.
+pub fn experiment_matches(filter: &Filter<ExperimentTarget>, experiment: &Experiment) -> StoreResult<bool> {
+    for clause in &filter.clauses {
+        let holds = match &clause.target {
+            ExperimentTarget::Name => compare_text(Some(&experiment.name), clause)?,
+            ExperimentTarget::ExperimentId => {
+                let id = |text: &str| text.parse::<i64>().ok();
+                let own = id(&experiment.experiment_id);
+                match (&clause.op, &clause.value) {
+                    (Op::Eq, l) => own == id(&l.text()),
+                    (Op::NotEq, l) => own != id(&l.text()),
+                    (Op::In, Literal::List(ids)) => ids.iter().any(|i| id(i) == own),
+                    (Op::NotIn, Literal::List(ids)) => !ids.iter().any(|i| id(i) == own),
+                    (op, _) => {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "experiment_id does not support {}",
+                            op.as_str()
+                        )));
+                    }
+                }
+            }
+            ExperimentTarget::CreationTime => {
+                compare_number(Some(experiment.creation_time_ms as f64), clause)?
+            }
+            ExperimentTarget::LastUpdateTime => {
+                compare_number(Some(experiment.last_update_time_ms as f64), clause)?
+            }
+            ExperimentTarget::Tag(key) => compare_text(experiment.tags.get(key).map(String::as_str), clause)?,
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// MLflow's order when `order_by` is empty: newest first.
+pub const DEFAULT_EXPERIMENT_ORDER: [OrderBy<ExperimentOrderKey>; 2] = [
+    OrderBy { key: ExperimentOrderKey::CreationTime, ascending: false },
+    OrderBy { key: ExperimentOrderKey::ExperimentId, ascending: true },
+];
+
+/// Orders experiments by `order_by` (by [`DEFAULT_EXPERIMENT_ORDER`] when empty), then by
+/// experiment id descending.
+pub fn compare_experiments(
+    a: &Experiment,
+    b: &Experiment,
+    order_by: &[OrderBy<ExperimentOrderKey>],
+) -> Ordering {
+    let order_by = if order_by.is_empty() { &DEFAULT_EXPERIMENT_ORDER[..] } else { order_by };
+    let id = |e: &Experiment| e.experiment_id.parse::<i64>().ok();
+    for o in order_by {
+        let ord = match o.key {
+            ExperimentOrderKey::Name => a.name.cmp(&b.name),
+            ExperimentOrderKey::ExperimentId => id(a).cmp(&id(b)),
+            ExperimentOrderKey::CreationTime => a.creation_time_ms.cmp(&b.creation_time_ms),
+            ExperimentOrderKey::LastUpdateTime => a.last_update_time_ms.cmp(&b.last_update_time_ms),
+        };
+        let ord = if o.ascending { ord } else { ord.reverse() };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    id(b).cmp(&id(a))
+}
+
+/// Answers a `search_experiments` query from every experiment of its view.
+pub fn search_experiments(all: Vec<Experiment>, query: &ExperimentQuery) -> StoreResult<Page<Experiment>> {
+    validate::max_results(query.max_results)?;
+    let offset = decode_page_token(query.page_token.as_deref())?;
+    let mut found = Vec::new();
+    for e in all {
+        if experiment_matches(&query.filter, &e)? {
+            found.push(e);
+        }
+    }
+    found.sort_by(|a, b| compare_experiments(a, b, &query.order_by));
+    let total = found.len();
+    let items: Vec<Experiment> = found.into_iter().skip(offset).take(query.max_results).collect();
+    let next = offset + items.len();
+    Ok(Page { next_page_token: (next < total).then(|| encode_page_token(next)), items })
 }
 
 /// MLflow's page token: base64 of `{"offset": N}`.

@@ -13,16 +13,29 @@
 
 use std::fmt;
 
-/// A parsed, validated filter: every clause must hold.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Filter {
-    pub clauses: Vec<Clause>,
+mod experiments;
+
+pub use experiments::{
+    ExperimentOrderKey, ExperimentTarget, parse_experiment_filter, parse_experiment_order_by,
+};
+
+/// A parsed, validated filter: every clause must hold. `T` is what a clause can name: trace
+/// fields ([`Target`]) or experiment fields ([`ExperimentTarget`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter<T = Target> {
+    pub clauses: Vec<Clause<T>>,
+}
+
+impl<T> Default for Filter<T> {
+    fn default() -> Self {
+        Filter { clauses: Vec::new() }
+    }
 }
 
 /// One comparison.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Clause {
-    pub target: Target,
+pub struct Clause<T = Target> {
+    pub target: T,
     pub op: Op,
     pub value: Literal,
     /// 1-based column of the clause's first character.
@@ -342,6 +355,57 @@ fn lex_identifier(chars: &[char], start: usize) -> Result<(Vec<String>, usize), 
 
 /// Parses and validates a `search_traces` filter. An empty or blank filter matches everything.
 pub fn parse_filter(input: &str) -> Result<Filter, FilterError> {
+    parse_with::<TraceGrammar>(input)
+}
+
+/// What differs between the filter grammars of traces and experiments: the names a clause may
+/// compare, and which operators and values each name takes.
+trait Grammar {
+    type Target;
+    /// Used in messages: "OR is not supported in {KIND} filters".
+    const KIND: &'static str;
+    /// Examples of names a clause compares, for messages.
+    const NAMES: &'static str;
+    /// An example of a comparison, for hints.
+    const EXAMPLE: &'static str;
+    /// How to do without OR, for hints.
+    const OR_HINT: &'static str;
+    fn resolve(parts: &[String], column: usize) -> Result<Self::Target, FilterError>;
+    fn validate(
+        target: &Self::Target,
+        op: Op,
+        value: &Literal,
+        name: &str,
+        column: usize,
+    ) -> Result<(), FilterError>;
+}
+
+struct TraceGrammar;
+
+impl Grammar for TraceGrammar {
+    type Target = Target;
+    const KIND: &'static str = "trace";
+    const NAMES: &'static str = "tag.<key> or trace.status";
+    const EXAMPLE: &'static str = "tag.env = 'prod'";
+    const OR_HINT: &'static str = "two searches, or IN: status IN ('OK', 'ERROR')";
+
+    fn resolve(parts: &[String], column: usize) -> Result<Target, FilterError> {
+        resolve_target(parts, column)
+    }
+
+    fn validate(
+        target: &Target,
+        op: Op,
+        value: &Literal,
+        name: &str,
+        column: usize,
+    ) -> Result<(), FilterError> {
+        validate(target, op, value, name, column)
+    }
+}
+
+/// Comparisons joined by AND, each read by grammar `G`.
+fn parse_with<G: Grammar>(input: &str) -> Result<Filter<G::Target>, FilterError> {
     let tokens = lex(input)?;
     let end_column = input.chars().count() + 1;
     let mut p = Parser { tokens, pos: 0, end_column };
@@ -350,7 +414,7 @@ pub fn parse_filter(input: &str) -> Result<Filter, FilterError> {
         return Ok(Filter { clauses });
     }
     loop {
-        clauses.push(p.clause()?);
+        clauses.push(p.clause::<G>()?);
         match p.peek() {
             None => break,
             Some(t) if p.is_keyword(t, "AND") => {
@@ -366,8 +430,8 @@ pub fn parse_filter(input: &str) -> Result<Filter, FilterError> {
             Some(t) if p.is_keyword(t, "OR") => {
                 return Err(error_hint(
                     t.column,
-                    "OR is not supported in trace filters",
-                    "two searches, or IN: status IN ('OK', 'ERROR')",
+                    format!("OR is not supported in {} filters", G::KIND),
+                    G::OR_HINT,
                 ));
             }
             Some(t) => {
@@ -413,20 +477,20 @@ impl Parser {
         }
     }
 
-    fn clause(&mut self) -> Result<Clause, FilterError> {
+    fn clause<G: Grammar>(&mut self) -> Result<Clause<G::Target>, FilterError> {
         let Some(first) = self.next() else { return Err(error(self.end_column, "expected a comparison")) };
         let Tok::Ident(parts) = &first.tok else {
             return Err(error_hint(
                 first.column,
-                format!("expected a name such as tag.<key> or trace.status, found {:?}", first.text),
-                "tag.env = 'prod'",
+                format!("expected a name such as {}, found {:?}", G::NAMES, first.text),
+                G::EXAMPLE,
             ));
         };
-        let target = resolve_target(parts, first.column)?;
+        let target = G::resolve(parts, first.column)?;
         let op_column = self.column();
         let op = self.op()?;
         let value = self.value(op, op_column)?;
-        validate(&target, op, &value, &first.text, op_column)?;
+        G::validate(&target, op, &value, &first.text, op_column)?;
         Ok(Clause { target, op, value, column: first.column })
     }
 
@@ -681,10 +745,11 @@ enum Need {
 
 // ---- order by -----------------------------------------------------------------------------
 
-/// One `order_by` entry.
+/// One `order_by` entry: a key of traces ([`OrderKey`]) or of experiments
+/// ([`ExperimentOrderKey`]), and its direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderBy {
-    pub key: OrderKey,
+pub struct OrderBy<K = OrderKey> {
+    pub key: K,
     pub ascending: bool,
 }
 
@@ -700,18 +765,23 @@ pub enum OrderKey {
 /// Parses `order_by` entries (`"timestamp_ms DESC"`, `"tag.env"`); duplicates are refused.
 /// The error's column counts within the offending entry.
 pub fn parse_order_by(entries: &[impl AsRef<str>]) -> Result<Vec<OrderBy>, FilterError> {
-    let mut out: Vec<OrderBy> = Vec::new();
+    parse_order_with(entries, "timestamp_ms DESC", order_key)
+}
+
+/// `order_by` entries whose keys `key` resolves; `example` is a valid entry, for hints.
+fn parse_order_with<K: PartialEq>(
+    entries: &[impl AsRef<str>],
+    example: &str,
+    key: impl Fn(&[String], usize) -> Result<K, FilterError>,
+) -> Result<Vec<OrderBy<K>>, FilterError> {
+    let mut out: Vec<OrderBy<K>> = Vec::new();
     for entry in entries {
         let entry = entry.as_ref();
         let tokens = lex(entry)?;
         let (key_tok, rest) = match tokens.split_first() {
             Some((k @ Token { tok: Tok::Ident(_), .. }, rest)) => (k, rest),
             _ => {
-                return Err(error_hint(
-                    1,
-                    format!("expected a key to order by in {entry:?}"),
-                    "timestamp_ms DESC",
-                ));
+                return Err(error_hint(1, format!("expected a key to order by in {entry:?}"), example));
             }
         };
         let Tok::Ident(parts) = &key_tok.tok else { unreachable!("matched above") };
@@ -727,11 +797,11 @@ pub fn parse_order_by(entries: &[impl AsRef<str>]) -> Result<Vec<OrderBy>, Filte
                 return Err(error_hint(
                     t.column,
                     format!("expected ASC or DESC, found {:?}", t.text),
-                    "timestamp_ms DESC",
+                    example,
                 ));
             }
         };
-        let key = order_key(parts, key_tok.column)?;
+        let key = key(parts, key_tok.column)?;
         if out.iter().any(|o| o.key == key) {
             return Err(error(key_tok.column, format!("{:?} appears twice in order_by", key_tok.text)));
         }

@@ -3,7 +3,8 @@
 //!
 //! - [`TraceStore`]: the trait, with its guarantees written above it.
 //! - [`parse_filter`] / [`parse_order_by`]: MLflow's `search_traces` grammar, validated into
-//!   [`Filter`] and [`OrderBy`] that each backend answers from its own indexes.
+//!   [`Filter`] and [`OrderBy`] that each backend answers from its own indexes;
+//!   [`parse_experiment_filter`] / [`parse_experiment_order_by`], the same for experiments.
 //! - [`eval`]: the reference semantics of a filter over traces in memory.
 //! - [`derive`]: how a trace's info follows from its spans and from infos written for it.
 //! - [`validate`]: argument checks every backend applies alike.
@@ -36,13 +37,14 @@ mod types;
 pub mod validate;
 
 pub use filter::{
-    Attribute, Clause, Filter, FilterError, Literal, Op, OrderBy, OrderKey, SpanField, Target, parse_filter,
+    Attribute, Clause, ExperimentOrderKey, ExperimentTarget, Filter, FilterError, Literal, Op, OrderBy,
+    OrderKey, SpanField, Target, parse_experiment_filter, parse_experiment_order_by, parse_filter,
     parse_order_by,
 };
 pub use lake::{LakeAccess, SqlFormat, SqlOutput};
 pub use memory::InMemoryStore;
 pub use store::{StoreError, StoreResult, TraceStore};
 pub use types::{
-    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery, ViewType,
-    WriteBatch,
+    DeleteTraces, Experiment, ExperimentQuery, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery,
+    ViewType, WriteBatch,
 };

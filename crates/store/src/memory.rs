@@ -153,16 +153,9 @@ impl TraceStore for InMemoryStore {
         Ok(self.state.read().experiments.values().find(|e| e.name == name).cloned())
     }
 
-    async fn list_experiments(
-        &self,
-        view: ViewType,
-        max_results: usize,
-        page_token: Option<&str>,
-    ) -> StoreResult<Page<Experiment>> {
-        validate::max_results(max_results)?;
-        let offset = decode_page_token(page_token)?;
+    async fn list_experiments(&self, view: ViewType) -> StoreResult<Vec<Experiment>> {
         let s = self.state.read();
-        let all: Vec<&Experiment> = s
+        let mut all: Vec<Experiment> = s
             .experiments
             .values()
             .filter(|e| match view {
@@ -170,11 +163,10 @@ impl TraceStore for InMemoryStore {
                 ViewType::DeletedOnly => e.lifecycle_stage == LifecycleStage::Deleted,
                 ViewType::All => true,
             })
+            .cloned()
             .collect();
-        let items: Vec<Experiment> =
-            all.iter().skip(offset).take(max_results).map(|e| (*e).clone()).collect();
-        let next = offset + items.len();
-        Ok(Page { next_page_token: (next < all.len()).then(|| encode_page_token(next)), items })
+        all.sort_by_key(|e| e.experiment_id.parse::<i64>().ok());
+        Ok(all)
     }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use tracelake_model::{Span, SpanId, Trace, TraceInfo};
 
 use crate::filter::FilterError;
-use crate::types::{DeleteTraces, Experiment, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch};
+use crate::types::{
+    DeleteTraces, Experiment, ExperimentQuery, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch,
+};
 
 /// Why a store refused or failed a call. Each kind maps to one MLflow error code, and so to
 /// one HTTP status, in exactly one place in the server.
@@ -74,13 +76,15 @@ pub trait TraceStore: Send + Sync + 'static {
     /// The experiment named `name`, active or deleted.
     async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Option<Experiment>>;
 
-    /// Experiments by id, `max_results` per page.
-    async fn list_experiments(
-        &self,
-        view: ViewType,
-        max_results: usize,
-        page_token: Option<&str>,
-    ) -> StoreResult<Page<Experiment>>;
+    /// Every experiment of `view`, by id.
+    async fn list_experiments(&self, view: ViewType) -> StoreResult<Vec<Experiment>>;
+
+    /// Experiments matching `query.filter`, in its order, `max_results` per page. Experiments
+    /// are few (hundreds, not millions), so the default answers from [`Self::list_experiments`]
+    /// with the reference evaluator; every backend shares its semantics.
+    async fn search_experiments(&self, query: &ExperimentQuery) -> StoreResult<Page<Experiment>> {
+        crate::eval::search_experiments(self.list_experiments(query.view).await?, query)
+    }
 
     async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()>;
 

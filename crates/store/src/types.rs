@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracelake_model::{Span, SpanOrigin, TraceInfo};
 
-use crate::filter::{Filter, OrderBy};
+use crate::filter::{ExperimentOrderKey, ExperimentTarget, Filter, OrderBy};
 
 /// Whether an experiment is in use or in the trash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +91,18 @@ pub struct TraceQuery {
     pub filter: Filter,
     /// Empty means `timestamp_ms DESC`; ties are always broken by `request_id ASC`.
     pub order_by: Vec<OrderBy>,
+    pub max_results: usize,
+    pub page_token: Option<String>,
+}
+
+/// A `search_experiments` request.
+#[derive(Debug, Clone)]
+pub struct ExperimentQuery {
+    pub view: ViewType,
+    pub filter: Filter<ExperimentTarget>,
+    /// Empty means `creation_time DESC, experiment_id ASC`; ties are broken by
+    /// `experiment_id DESC`.
+    pub order_by: Vec<OrderBy<ExperimentOrderKey>>,
     pub max_results: usize,
     pub page_token: Option<String>,
 }

@@ -69,8 +69,8 @@ impl IntoResponse for PageError {
 }
 
 async fn experiments(State(ui): State<Ui>) -> Result<Markup, PageError> {
-    let page = ui.store.list_experiments(ViewType::ActiveOnly, 1000, None).await?;
-    Ok(pages::experiments(&page.items))
+    let experiments = ui.store.list_experiments(ViewType::ActiveOnly).await?;
+    Ok(pages::experiments(&experiments))
 }
 
 /// The query of a trace list: a filter in MLflow's grammar, one sort key, a page.

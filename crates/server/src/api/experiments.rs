@@ -1,14 +1,19 @@
 //! MLflow experiments (REST 2.0).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracelake_store::{Experiment, ViewType};
+use tracelake_store::{
+    Experiment, ExperimentQuery, ViewType, parse_experiment_filter, parse_experiment_order_by,
+};
 
 use super::Tag;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+
+/// MLflow's page size when a search names none.
+const SEARCH_EXPERIMENTS_DEFAULT: usize = 1000;
 
 fn experiment_json(e: &Experiment) -> Value {
     let tags: Vec<Value> = e.tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
@@ -79,10 +84,38 @@ pub(crate) struct Search {
     max_results: Option<usize>,
     page_token: Option<String>,
     view_type: Option<String>,
+    filter: Option<String>,
+    #[serde(default)]
+    order_by: Vec<String>,
 }
 
-pub(crate) async fn search_get(state: State<AppState>, Query(q): Query<Search>) -> ApiResult<Json<Value>> {
-    search(state, q).await
+impl Search {
+    /// The GET form: `order_by` may repeat, as MLflow's clients send a list.
+    fn from_query(query: &str) -> ApiResult<Search> {
+        let mut search = Search::default();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "max_results" => {
+                    let n = value.parse().map_err(|_| {
+                        ApiError::invalid(format!(
+                            "invalid value {value:?} for parameter 'max_results': expected a positive integer"
+                        ))
+                    })?;
+                    search.max_results = Some(n);
+                }
+                "page_token" => search.page_token = Some(value.into_owned()),
+                "view_type" => search.view_type = Some(value.into_owned()),
+                "filter" => search.filter = Some(value.into_owned()),
+                "order_by" => search.order_by.push(value.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(search)
+    }
+}
+
+pub(crate) async fn search_get(state: State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Json<Value>> {
+    search(state, Search::from_query(query.as_deref().unwrap_or(""))?).await
 }
 
 pub(crate) async fn search_post(
@@ -103,7 +136,18 @@ async fn search(State(s): State<AppState>, q: Search) -> ApiResult<Json<Value>> 
             )));
         }
     };
-    let page = s.store.list_experiments(view, q.max_results.unwrap_or(1000), q.page_token.as_deref()).await?;
+    let filter = parse_experiment_filter(q.filter.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let order_by =
+        parse_experiment_order_by(&q.order_by).map_err(|e| ApiError::invalid(format!("order_by: {e}")))?;
+    let query = ExperimentQuery {
+        view,
+        filter,
+        order_by,
+        max_results: q.max_results.unwrap_or(SEARCH_EXPERIMENTS_DEFAULT),
+        page_token: q.page_token,
+    };
+    let page = s.store.search_experiments(&query).await?;
     let mut body = json!({"experiments": page.items.iter().map(experiment_json).collect::<Vec<_>>()});
     if let Some(t) = page.next_page_token {
         body["next_page_token"] = json!(t);
