@@ -146,6 +146,64 @@ fn the_sdk_writes_straight_to_a_lake_on_s3() {
     }
 }
 
+/// A running server reads what another process commits to its lake: a schema the SDK makes
+/// while the server runs, and later traces in it, show up in SQL and in GetTrace without a
+/// restart (within a second or so; this polls).
+#[test]
+fn a_running_server_sees_what_the_sdk_writes_to_its_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake").display().to_string();
+    let server = Server::start_with_lake(&lake, &[]);
+    let vars = [
+        ("MLFLOW_TRACING_DESTINATION", "main.beside"),
+        ("TRACELAKE_LAKE_ROOT", lake.as_str()),
+        ("TRACELAKE_APP_TRACES", "3"),
+    ];
+    let trace_ids = |server: &Server| -> Vec<String> {
+        let query = format!("SELECT DISTINCT trace_id FROM main.beside.{SPANS} ORDER BY 1");
+        let body = serde_json::json!({ "query": query }).to_string();
+        let answer = server.post_json("/api/2.0/tracelake/sql", &body).unwrap_or_default();
+        match serde_json::from_str::<serde_json::Value>(answer.trim()) {
+            Ok(serde_json::Value::Array(rows)) => {
+                rows.iter().map(|r| r["trace_id"].as_str().unwrap().to_owned()).collect()
+            }
+            _ => Vec::new(), // the schema is not there yet
+        }
+    };
+    let wait_for = |n: usize| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids = trace_ids(&server);
+            if ids.len() >= n || Instant::now() > deadline {
+                return ids;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let get = |hex: &str| {
+        let id = TraceId::from_hex(hex).unwrap().to_mlflow_v4("main.beside").replace('/', "%2F");
+        server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap()
+    };
+
+    let stats = app_stats(&run_app_in(dir.path(), &vars));
+    assert_eq!(stats["exported_traces"], 3, "{stats}");
+    let first = wait_for(3);
+    assert_eq!(first.len(), 3, "the server does not see the new schema: {first:?}");
+    let got = get(&first[0]);
+    assert!(got.contains("200 OK") && got.contains("\"name\":\"answer\""), "{got}");
+
+    // the schema is open in the server now; more traces land in it from outside
+    let stats = app_stats(&run_app_in(dir.path(), &vars));
+    assert_eq!(stats["exported_traces"], 3, "{stats}");
+    let all = wait_for(6);
+    assert_eq!(all.len(), 6, "the server does not see the new commits: {all:?}");
+    let new = all.iter().find(|id| !first.contains(id)).unwrap();
+    let got = get(new);
+    assert!(got.contains("200 OK") && got.contains("\"name\":\"retrieve\""), "{got}");
+    let missing = get(&"ab".repeat(16));
+    assert!(missing.contains("404"), "{missing}");
+}
+
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.
 fn otlp_request(traces: &[TraceId], service: &str) -> Vec<u8> {
     let spans: Vec<_> = traces

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::Schema;
@@ -23,7 +23,7 @@ use tracelake_store::{SqlFormat, SqlOutput, StoreError, StoreResult, WriteBatch}
 use url::Url;
 
 use crate::schema::LakeSchema;
-use crate::table::Maintenance;
+use crate::table::{FRESHNESS, Maintenance};
 
 /// Where the lake is and how to reach it.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct Lake {
     config: LakeConfig,
     store: Arc<dyn ObjectStore>,
     schemas: RwLock<BTreeMap<String, Arc<LakeSchema>>>,
+    /// When the root was last listed for schemas.
+    discovered: parking_lot::Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -79,11 +81,53 @@ impl Lake {
     pub async fn open(config: LakeConfig) -> StoreResult<Self> {
         let store = store_for(&config.root, config.storage_options.clone())
             .map_err(|e| storage_error(&config.root, e))?;
-        let lake = Self { config, store, schemas: RwLock::new(BTreeMap::new()) };
+        let lake = Self {
+            config,
+            store,
+            schemas: RwLock::new(BTreeMap::new()),
+            discovered: parking_lot::Mutex::new(Instant::now()),
+        };
         for key in lake.discover().await? {
             lake.schema(&key).await?;
         }
         Ok(lake)
+    }
+
+    /// Opens the schemas other processes made since the root was last listed, when that is
+    /// longer ago than [`FRESHNESS`].
+    async fn discover_new(&self) -> StoreResult<()> {
+        {
+            let mut discovered = self.discovered.lock();
+            if discovered.elapsed() < FRESHNESS {
+                return Ok(());
+            }
+            *discovered = Instant::now();
+        }
+        for key in self.discover().await? {
+            if self.existing_schema(&key).await.is_none() {
+                self.schema(&key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema `key` if it exists, open already or made by another process; never creates
+    /// one.
+    pub async fn find_schema(&self, key: &str) -> StoreResult<Option<Arc<LakeSchema>>> {
+        if let Some(s) = self.existing_schema(key).await {
+            return Ok(Some(s));
+        }
+        let (catalog, schema) = parse_schema_key(key)?;
+        let dir = ObjectPath::from_iter([catalog, schema]);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| storage_error(&self.config.root, e))?;
+        if listed.common_prefixes.is_empty() {
+            return Ok(None);
+        }
+        self.schema(key).await.map(Some)
     }
 
     pub fn root(&self) -> &Url {
@@ -172,12 +216,18 @@ impl Lake {
         self.schemas.read().await.values().cloned().collect()
     }
 
+    /// Every schema, those other processes made lately included.
+    pub async fn all_schemas(&self) -> StoreResult<Vec<Arc<LakeSchema>>> {
+        self.discover_new().await?;
+        Ok(self.schemas().await)
+    }
+
     /// A DataFusion session in which every table of every schema is `catalog.schema.table`.
     pub async fn session(&self) -> StoreResult<SessionContext> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         let mut catalogs: BTreeMap<String, Arc<MemoryCatalogProvider>> = BTreeMap::new();
-        for schema in self.schemas().await {
+        for schema in self.all_schemas().await? {
             let (catalog_name, schema_name) = parse_schema_key(schema.key())?;
             let catalog = catalogs
                 .entry(catalog_name.to_owned())

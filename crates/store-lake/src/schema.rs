@@ -238,9 +238,22 @@ impl LakeSchema {
         self.tables().into_iter().find(|(n, _)| *n == name).map(|(_, t)| t)
     }
 
-    /// Whether the schema holds trace `id`.
+    /// Whether the schema holds trace `id`, as far as this process has seen.
     pub(crate) fn holds(&self, id: u128) -> bool {
         self.known.read().contains(&id)
+    }
+
+    /// Whether the schema holds trace `id`, looking in the tables when this process has not
+    /// seen it (another process may have written it).
+    pub(crate) async fn find(&self, id: u128) -> StoreResult<bool> {
+        if self.holds(id) {
+            return Ok(true);
+        }
+        let found = !self.load_infos(&[id]).await?.is_empty();
+        if found {
+            self.known.write().insert(id);
+        }
+        Ok(found)
     }
 
     /// Writes a batch whose every item belongs to this schema; `origins` gives each span's

@@ -107,8 +107,8 @@ impl LakeStore {
         if let Some(rest) = trace_id.strip_prefix(tracelake_model::TRACE_ID_V4_PREFIX) {
             let key = rest.rsplit_once('/').map_or(rest, |(k, _)| k);
             parse_schema_key(key)?;
-            return Ok(match self.lake.existing_schema(key).await {
-                Some(s) if s.holds(id.to_u128()) => Some(Owner::Lake(s)),
+            return Ok(match self.lake.find_schema(key).await? {
+                Some(s) if s.find(id.to_u128()).await? => Some(Owner::Lake(s)),
                 _ => None,
             });
         }
@@ -562,7 +562,7 @@ impl LakeAccess for LakeStore {
     }
 
     async fn schemas(&self) -> StoreResult<Vec<String>> {
-        Ok(self.lake.schemas().await.iter().map(|s| s.key().to_owned()).collect())
+        Ok(self.lake.all_schemas().await?.iter().map(|s| s.key().to_owned()).collect())
     }
 
     async fn append_rows(&self, key: &str, table: &str, rows: &[serde_json::Value]) -> StoreResult<usize> {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
@@ -32,6 +32,10 @@ const CHECKPOINT_INTERVAL_PROPERTY: &str = "delta.checkpointInterval";
 /// log entries each) on every later commit, so a commit would cost more the more came before.
 const CHECKPOINT_INTERVAL: u64 = 20;
 
+/// How old the snapshot a read sees may be: commits of other processes (the SDK writing
+/// straight to the lake, another server) show up in reads within this.
+pub(crate) const FRESHNESS: Duration = Duration::from_secs(1);
+
 /// What a maintenance pass did to a table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Maintenance {
@@ -47,6 +51,8 @@ pub struct LakeTable {
     schema: SchemaRef,
     table: RwLock<DeltaTable>,
     storage_options: HashMap<String, String>,
+    /// When the snapshot was last brought up to date with the log.
+    checked: parking_lot::Mutex<Instant>,
 }
 
 impl std::fmt::Debug for LakeTable {
@@ -136,7 +142,13 @@ impl LakeTable {
                 .await
                 .map_err(|e| delta_error(&name, "create", e))?
         };
-        Ok(Self { name, schema, table: RwLock::new(table), storage_options: storage_options.clone() })
+        Ok(Self {
+            name,
+            schema,
+            table: RwLock::new(table),
+            storage_options: storage_options.clone(),
+            checked: parking_lot::Mutex::new(Instant::now()),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -148,8 +160,10 @@ impl LakeTable {
     }
 
     /// The table after a commit of this process: as the commit left it, or loaded afresh from
-    /// the checkpoint the commit wrote.
+    /// the checkpoint the commit wrote. A commit brings the snapshot up to date with every
+    /// commit before it, other processes' included.
     async fn settled(&self, updated: DeltaTable) -> DeltaTable {
+        *self.checked.lock() = Instant::now();
         let checkpointed = match (updated.version(), checkpoint_interval(&updated)) {
             (Some(version), Some(interval)) => (version + 1).is_multiple_of(interval),
             _ => false,
@@ -157,6 +171,12 @@ impl LakeTable {
         if !checkpointed {
             return updated;
         }
+        self.reloaded(updated).await
+    }
+
+    /// The table loaded afresh (from its last checkpoint), or `updated` if that fails or is
+    /// older.
+    async fn reloaded(&self, updated: DeltaTable) -> DeltaTable {
         match DeltaTable::try_from_url_with_storage_options(
             updated.table_url().clone(),
             self.storage_options.clone(),
@@ -217,14 +237,36 @@ impl LakeTable {
         Ok(())
     }
 
-    /// Picks up commits other processes made since the last look.
-    pub async fn refresh(&self) -> StoreResult<()> {
+    /// Picks up the commits other processes made, when the last look is older than
+    /// [`FRESHNESS`]. A log that cannot be read now leaves the snapshot as it was (and says so).
+    async fn fresh(&self) {
+        if self.checked.lock().elapsed() < FRESHNESS {
+            return;
+        }
         let mut guard = self.table.write().await;
-        guard.update_state().await.map_err(|e| delta_error(&self.name, "refresh", e))
+        if self.checked.lock().elapsed() < FRESHNESS {
+            return; // brought up to date while this waited
+        }
+        let before = guard.version();
+        if let Err(e) = guard.update_state().await {
+            tracing::warn!(target: "tracelake::lake", "{}: cannot read new commits: {e}", self.name);
+        }
+        let crossed_checkpoint = match (before, guard.version(), checkpoint_interval(&guard)) {
+            (Some(old), Some(new), Some(interval)) => (old + 1) / interval < (new + 1) / interval,
+            _ => false,
+        };
+        if crossed_checkpoint {
+            // as after a commit: a snapshot that replayed many commits is loaded from the
+            // checkpoint instead
+            *guard = self.reloaded(guard.clone()).await;
+        }
+        *self.checked.lock() = Instant::now();
     }
 
-    /// A DataFusion provider over the latest snapshot, registered with `ctx`'s object stores.
+    /// A DataFusion provider over the latest snapshot (at most [`FRESHNESS`] old), registered
+    /// with `ctx`'s object stores.
     pub async fn provider(&self, ctx: &SessionContext) -> StoreResult<Arc<dyn TableProvider>> {
+        self.fresh().await;
         let guard = self.table.read().await;
         guard
             .update_datafusion_session(&ctx.state())
