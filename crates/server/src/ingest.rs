@@ -121,3 +121,88 @@ async fn commit(store: &dyn TraceStore, jobs: Vec<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use futures::future::poll_immediate;
+    use tracelake_model::TraceId;
+    use tracelake_store::InMemoryStore;
+    use tracelake_store::conformance::span;
+
+    use super::*;
+
+    /// A two-span trace `n` in experiment `experiment_id`.
+    fn batch(experiment_id: &str, n: u128) -> WriteBatch {
+        let t = TraceId::new(n).unwrap();
+        let spans = [span(t, 1, None, "root", 1000, 1100), span(t, 2, Some(1), "child", 1010, 1020)];
+        WriteBatch {
+            spans: spans.into_iter().map(|s| (experiment_id.to_owned(), s)).collect(),
+            ..Default::default()
+        }
+    }
+
+    async fn stored(store: &InMemoryStore, n: u128) -> bool {
+        store.get_trace_info(&TraceId::new(n).unwrap().to_mlflow_v3()).await.is_ok()
+    }
+
+    // These tests run on tokio's current-thread runtime: the writer runs only when the test
+    // awaits, so requests polled once in a row are all in the queue before it looks.
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_with_429_and_loses_nothing_it_accepted() {
+        let store = Arc::new(InMemoryStore::new());
+        let (ingest, _worker) = IngestService::start(store.clone(), 2, 1000);
+        let mut first = pin!(ingest.write(batch("0", 1)));
+        let mut second = pin!(ingest.write(batch("0", 2)));
+        assert!(poll_immediate(&mut first).await.is_none(), "queued");
+        assert!(poll_immediate(&mut second).await.is_none(), "queued");
+        let refused = ingest.write(batch("0", 3)).await.unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code, refused.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", Some(1))
+        );
+        let response = refused.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        assert_eq!(first.await.unwrap().len(), 1);
+        assert_eq!(second.await.unwrap().len(), 1);
+        assert!(stored(&store, 1).await && stored(&store, 2).await);
+        assert!(!stored(&store, 3).await, "a refused request is not written");
+        // the queue has room again
+        ingest.write(batch("0", 3)).await.unwrap();
+        assert!(stored(&store, 3).await);
+    }
+
+    #[tokio::test]
+    async fn one_bad_request_in_a_group_commit_fails_alone() {
+        let store = Arc::new(InMemoryStore::new());
+        let (ingest, _worker) = IngestService::start(store.clone(), 8, 1000);
+        let mut good = pin!(ingest.write(batch("0", 1)));
+        let mut bad = pin!(ingest.write(batch("999", 2)));
+        let mut also_good = pin!(ingest.write(batch("0", 3)));
+        for queued in [poll_immediate(&mut good).await, poll_immediate(&mut also_good).await] {
+            assert!(queued.is_none());
+        }
+        assert!(poll_immediate(&mut bad).await.is_none());
+        // the three are merged into one write, which fails; each is then written alone
+        let infos = good.await.unwrap();
+        assert_eq!(
+            infos.iter().map(|i| i.trace_id.as_str()).collect::<Vec<_>>(),
+            [TraceId::new(1).unwrap().to_mlflow_v3()]
+        );
+        let error = bad.await.unwrap_err();
+        assert!(
+            error.status.is_client_error() && error.message.contains("999"),
+            "{} {}",
+            error.status,
+            error.message
+        );
+        assert_eq!(also_good.await.unwrap().len(), 1);
+        assert!(stored(&store, 1).await && stored(&store, 3).await);
+        assert!(!stored(&store, 2).await);
+    }
+}
