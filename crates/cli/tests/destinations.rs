@@ -87,6 +87,28 @@ fn the_same_program_reads_back_the_same_by_every_route() {
     }
 }
 
+/// With `MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT=true` the OTLP endpoint is added to the MLflow
+/// destination instead of replacing it: both servers get every trace, the same.
+#[test]
+fn dual_export_sends_every_trace_to_both_destinations() {
+    let mlflow_route = Server::start();
+    let otlp_route = Server::start();
+    let id = otlp_route.create_experiment("dual-otlp");
+    let st = stats(&run_app(&[
+        ("MLFLOW_TRACKING_URI", &mlflow_route.url()),
+        ("MLFLOW_EXPERIMENT_NAME", "dual-mlflow"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &format!("http://127.0.0.1:{}", otlp_route.grpc_port)),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", &format!("x-mlflow-experiment-id={id}")),
+        ("MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT", "true"),
+    ]));
+    assert_eq!(st["dropped_traces"], 0, "{st}");
+    let by_mlflow = read_back(&mlflow_route, &["dual-mlflow"]).remove("dual-mlflow").unwrap();
+    let by_otlp = read_back(&otlp_route, &["dual-otlp"]).remove("dual-otlp").unwrap();
+    assert_eq!(by_mlflow.as_array().map(Vec::len), Some(3), "{by_mlflow:#}");
+    assert_eq!(by_otlp, by_mlflow, "the two destinations hold different traces");
+}
+
 #[test]
 fn a_server_that_keeps_no_spans_gets_them_as_trace_artifacts() {
     let tracelake = Server::start();
