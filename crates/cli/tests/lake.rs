@@ -18,6 +18,8 @@ use tracelake_model::TraceId;
 use tracelake_store::conformance::span;
 
 const SPANS: &str = "mlflow_experiment_trace_otel_spans";
+const LOGS: &str = "mlflow_experiment_trace_otel_logs";
+const METRICS: &str = "mlflow_experiment_trace_otel_metrics";
 const TABLE_HEADER: &str = "x-tracelake-table-name";
 
 fn run_interop(server: &Server, lake_root: &str, env: &[(&str, &str)]) {
@@ -202,6 +204,79 @@ fn a_running_server_sees_what_the_sdk_writes_to_its_lake() {
     assert!(got.contains("200 OK") && got.contains("\"name\":\"retrieve\""), "{got}");
     let missing = get(&"ab".repeat(16));
     assert!(missing.contains("404"), "{missing}");
+}
+
+/// An experiment linked to a lake schema takes OTLP logs, metrics and traces by the
+/// experiment header; unlinked, its traces go back to the tracking store (those written while
+/// linked stay readable) and logs and metrics are refused with a 400 that says why.
+#[test]
+fn a_linked_experiment_routes_logs_metrics_and_traces_until_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_lake(&dir.path().join("lake").display().to_string(), &[]);
+    let port = server.port;
+    let id = server.create_experiment("observed");
+    let by_experiment = [("x-mlflow-experiment-id", id.as_str())];
+    let post = |path: &str, content_type: &str, body: &[u8]| {
+        post_to(port, path, content_type, &by_experiment, body).expect("the server answers")
+    };
+    let log = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "observed-app"}}]},
+        "scopeLogs": [{"scope": {"name": "app"}, "logRecords": [{
+            "timeUnixNano": "1700000000000000000", "severityText": "INFO", "body": {"stringValue": "hello"}
+        }]}]
+    }]})
+    .to_string();
+    let metric = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "observed-app"}}]},
+        "scopeMetrics": [{"scope": {"name": "app"}, "metrics": [{"name": "tokens", "sum": {
+            "dataPoints": [{"asInt": "5", "timeUnixNano": "1700000000000000000"}],
+            "aggregationTemporality": 2, "isMonotonic": true
+        }}]}]
+    }]})
+    .to_string();
+    let count = |table: &str| {
+        let rows = sql(&server, &format!("SELECT count(*) AS n FROM main.observed.{table}"));
+        rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{rows}"))
+    };
+
+    // not linked yet: logs have nowhere to go
+    let (status, body) = post("/v1/logs", "application/json", log.as_bytes());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not linked to a lake schema"), "{body}");
+
+    let link = serde_json::json!({"experiment_id": id, "uc_schema": {"catalog_name": "main", "schema_name": "observed"}});
+    let (status, body) = post(
+        &format!("/api/4.0/mlflow/traces/{id}/link-location"),
+        "application/json",
+        link.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    for (path, body) in [("/v1/logs", &log), ("/v1/metrics", &metric)] {
+        let (status, answer) = post(path, "application/json", body.as_bytes());
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    let linked_trace = TraceId::new(0xabc1).unwrap();
+    let (status, body) =
+        post("/v1/traces", "application/x-protobuf", &otlp_request(&[linked_trace], "observed-app"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((count(LOGS), count(METRICS), count(SPANS)), (1, 1, 10));
+
+    let (status, body) =
+        post(&format!("/api/4.0/mlflow/traces/{id}/unlink-location"), "application/json", b"{}");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post("/v1/metrics", "application/json", metric.as_bytes());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not linked to a lake schema"), "{body}");
+    let later_trace = TraceId::new(0xabc2).unwrap();
+    let (status, body) =
+        post("/v1/traces", "application/x-protobuf", &otlp_request(&[later_trace], "observed-app"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((count(LOGS), count(METRICS), count(SPANS)), (1, 1, 10), "nothing more went to the lake");
+    for trace in [linked_trace, later_trace] {
+        let got =
+            server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={}", trace.to_mlflow_v3())).unwrap();
+        assert!(got.contains("200 OK") && got.contains("step-10"), "{got}");
+    }
 }
 
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.
