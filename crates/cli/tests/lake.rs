@@ -279,6 +279,53 @@ fn a_linked_experiment_routes_logs_metrics_and_traces_until_unlinked() {
     }
 }
 
+/// A lake beside a PostgreSQL tracking store: an experiment's link to a schema is kept there,
+/// so it outlives a restart, and the experiment's traces, written before and after, are found.
+#[test]
+fn a_lake_beside_a_postgresql_tracking_store_keeps_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake").display().to_string();
+    let uri = support::postgres_uri();
+    let (port, grpc_port) = (free_port(), free_port());
+    let start = || Server::start_with(None, &uri, port, grpc_port, &["--lake-root", &lake], &[]);
+    let mut server = start();
+    let id = server.create_experiment("teams");
+    let link = serde_json::json!({"experiment_id": id, "uc_schema": {"catalog_name": "main", "schema_name": "teams"}});
+    let (status, body) = post_to(
+        port,
+        &format!("/api/4.0/mlflow/traces/{id}/link-location"),
+        "application/json",
+        &[],
+        link.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let send = |n: u128| {
+        let body = otlp_request(&[TraceId::new(n).unwrap()], "team-app");
+        let answer =
+            post_to(port, "/v1/traces", "application/x-protobuf", &[("x-mlflow-experiment-id", &id)], &body);
+        assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "{answer:?}");
+    };
+    send(0x7ea1);
+    server.stop();
+
+    let server = start();
+    send(0x7ea2);
+    let rows = sql(&server, &format!("SELECT count(DISTINCT trace_id) AS n FROM main.teams.{SPANS}"));
+    assert_eq!(rows[0]["n"], 2, "{rows}");
+    let search = serde_json::json!({"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": id}}]});
+    let found: serde_json::Value = serde_json::from_str(
+        &server.post_json("/api/3.0/mlflow/traces/search", &search.to_string()).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> =
+        found["traces"].as_array().unwrap().iter().map(|t| t["trace_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{found}");
+    for n in [0x7ea1, 0x7ea2] {
+        assert!(ids.contains(&TraceId::new(n).unwrap().to_mlflow_v3().as_str()), "{found}");
+    }
+}
+
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.
 fn otlp_request(traces: &[TraceId], service: &str) -> Vec<u8> {
     let spans: Vec<_> = traces

@@ -77,6 +77,16 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// A new database (the server creates it) on the PostgreSQL server
+/// `TRACELAKE_TEST_POSTGRES_URI` names (`scripts/test` starts one).
+pub fn postgres_uri() -> String {
+    let server = std::env::var("TRACELAKE_TEST_POSTGRES_URI")
+        .expect("TRACELAKE_TEST_POSTGRES_URI must name a PostgreSQL server (scripts/test starts one)");
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{base}/tracelake_e2e_{}_{stamp}", std::process::id())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -140,12 +150,7 @@ impl Server {
     /// `tracelake server` on a new database of the PostgreSQL server `TRACELAKE_TEST_POSTGRES_URI`
     /// names (`scripts/test` starts one); the server creates the database.
     pub fn start_on_postgres() -> Server {
-        let server = std::env::var("TRACELAKE_TEST_POSTGRES_URI")
-            .expect("TRACELAKE_TEST_POSTGRES_URI must name a PostgreSQL server (scripts/test starts one)");
-        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let uri = format!("{base}/tracelake_e2e_{}_{stamp}", std::process::id());
-        Server::start_on(None, &uri)
+        Server::start_on(None, &postgres_uri())
     }
 
     pub fn start_on(dir: Option<tempfile::TempDir>, backend_store_uri: &str) -> Server {
