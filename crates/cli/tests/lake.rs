@@ -148,6 +148,62 @@ fn the_sdk_writes_straight_to_a_lake_on_s3() {
     }
 }
 
+/// Upkeep on S3: a server appending one commit per request writes checkpoints to the bucket,
+/// its maintenance merges the small data files and vacuums the replaced ones there, and a
+/// restarted server reads every trace back from what is left.
+#[test]
+fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
+    let moto = Moto::start("upkeep");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracelake.db").display().to_string();
+    let (port, grpc) = (free_port(), free_port());
+    let flags =
+        ["--lake-root", "s3://upkeep/lake", "--lake-maintenance-secs", "1", "--lake-retention-hours", "0"];
+    let start = || Server::start_with(None, &db, port, grpc, &flags, &env);
+    let table = format!("lake/main/upkeep/{SPANS}/");
+    let objects = |suffix: &str| -> usize {
+        let script = format!(
+            "import boto3\n\
+             pages = boto3.client('s3').get_paginator('list_objects_v2').paginate(Bucket='upkeep', Prefix='{table}')\n\
+             print(sum(1 for p in pages for o in p.get('Contents', []) if o['Key'].endswith('{suffix}')))"
+        );
+        let out = Command::new(python()).args(["-c", &script]).envs(env.iter().copied()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+
+    let mut server = start();
+    let traces: Vec<TraceId> = (1..=30u128).map(|n| TraceId::new(0x5300 + n).unwrap()).collect();
+    for t in &traces {
+        // one request at a time: one commit each
+        assert_eq!(send_to(port, "main.upkeep", &[*t], "upkeep-app"), Some(200));
+    }
+    assert!(objects(".checkpoint.parquet") >= 1, "no checkpoint after 30 commits");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let data_files = || objects(".parquet") - objects(".checkpoint.parquet");
+    while data_files() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(data_files(), 1, "the 30 small files were not merged and vacuumed");
+    let count = |server: &Server| {
+        let rows = sql(
+            server,
+            &format!("SELECT count(*) AS spans, count(DISTINCT trace_id) AS traces FROM main.upkeep.{SPANS}"),
+        );
+        (rows[0]["spans"].as_u64(), rows[0]["traces"].as_u64())
+    };
+    assert_eq!(count(&server), (Some(300), Some(30)));
+    server.stop();
+
+    let server = start();
+    assert_eq!(count(&server), (Some(300), Some(30)));
+    let id = traces[7].to_mlflow_v4("main.upkeep").replace('/', "%2F");
+    let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap();
+    assert!(got.contains("200 OK") && got.contains("step-10"), "{got}");
+}
+
 /// A running server reads what another process commits to its lake: a schema the SDK makes
 /// while the server runs, and later traces in it, show up in SQL and in GetTrace without a
 /// restart (within a second or so; this polls).
