@@ -335,51 +335,76 @@ fn a_linked_experiment_routes_logs_metrics_and_traces_until_unlinked() {
     }
 }
 
-/// A lake beside a PostgreSQL tracking store: an experiment's link to a schema is kept there,
-/// so it outlives a restart, and the experiment's traces, written before and after, are found.
+/// A lake beside a PostgreSQL tracking store, shared by two servers: a link one server makes
+/// applies to the other within a second and outlives a restart; the experiment's traces from
+/// before the link (in the tracking store) and after it (in the lake) are searched and deleted
+/// together.
 #[test]
-fn a_lake_beside_a_postgresql_tracking_store_keeps_its_links() {
+fn two_servers_on_postgresql_and_a_lake_share_experiment_links() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake").display().to_string();
     let uri = support::postgres_uri();
-    let (port, grpc_port) = (free_port(), free_port());
-    let start = || Server::start_with(None, &uri, port, grpc_port, &["--lake-root", &lake], &[]);
-    let mut server = start();
-    let id = server.create_experiment("teams");
-    let link = serde_json::json!({"experiment_id": id, "uc_schema": {"catalog_name": "main", "schema_name": "teams"}});
-    let (status, body) = post_to(
-        port,
-        &format!("/api/4.0/mlflow/traces/{id}/link-location"),
-        "application/json",
-        &[],
-        link.to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let send = |n: u128| {
+    let (port_a, grpc_a, port_b) = (free_port(), free_port(), free_port());
+    let flags = ["--lake-root", lake.as_str()];
+    let start_a = || Server::start_with(None, &uri, port_a, grpc_a, &flags, &[]);
+    let mut a = start_a();
+    let _b = Server::start_with(None, &uri, port_b, free_port(), &flags, &[]);
+    let id = a.create_experiment("teams");
+    let to_experiment = [("x-mlflow-experiment-id", id.as_str())];
+    let send = |port: u16, n: u128| {
         let body = otlp_request(&[TraceId::new(n).unwrap()], "team-app");
-        let answer =
-            post_to(port, "/v1/traces", "application/x-protobuf", &[("x-mlflow-experiment-id", &id)], &body);
+        let answer = post_to(port, "/v1/traces", "application/x-protobuf", &to_experiment, &body);
         assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "{answer:?}");
     };
-    send(0x7ea1);
-    server.stop();
+    let search = |server: &Server| -> Vec<String> {
+        let query = serde_json::json!({"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": id}}]});
+        let answer = server.post_json("/api/3.0/mlflow/traces/search", &query.to_string()).unwrap();
+        let found: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let mut ids: Vec<String> = found["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let v3 = |n: u128| TraceId::new(n).unwrap().to_mlflow_v3();
+    let lake_traces = |server: &Server| {
+        let rows = sql(server, &format!("SELECT count(DISTINCT trace_id) AS n FROM main.teams.{SPANS}"));
+        rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{rows}"))
+    };
 
-    let server = start();
-    send(0x7ea2);
-    let rows = sql(&server, &format!("SELECT count(DISTINCT trace_id) AS n FROM main.teams.{SPANS}"));
-    assert_eq!(rows[0]["n"], 2, "{rows}");
-    let search = serde_json::json!({"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": id}}]});
-    let found: serde_json::Value = serde_json::from_str(
-        &server.post_json("/api/3.0/mlflow/traces/search", &search.to_string()).unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<&str> =
-        found["traces"].as_array().unwrap().iter().map(|t| t["trace_id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 2, "{found}");
-    for n in [0x7ea1, 0x7ea2] {
-        assert!(ids.contains(&TraceId::new(n).unwrap().to_mlflow_v3().as_str()), "{found}");
+    send(port_b, 0x7ea1); // before the link: the tracking store
+    let link = serde_json::json!({"experiment_id": id, "uc_schema": {"catalog_name": "main", "schema_name": "teams"}});
+    let path = format!("/api/4.0/mlflow/traces/{id}/link-location");
+    let (status, body) =
+        post_to(port_a, &path, "application/json", &[], link.to_string().as_bytes()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(1500)); // b reads links again after a second
+    send(port_b, 0x7ea2); // through the other server, to the lake
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lake_traces(&a) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(lake_traces(&a), 1, "server b did not follow the link server a made");
+    assert_eq!(search(&a), [v3(0x7ea1), v3(0x7ea2)]);
+
+    a.stop();
+    let a = start_a();
+    send(port_a, 0x7ea3);
+    assert_eq!(lake_traces(&a), 2, "the link did not outlive the restart");
+    assert_eq!(search(&a), [v3(0x7ea1), v3(0x7ea2), v3(0x7ea3)]);
+
+    // one id in each store
+    let delete = serde_json::json!({"experiment_id": id, "request_ids": [v3(0x7ea1), v3(0x7ea3)]});
+    let answer = a.post_json("/api/3.0/mlflow/traces/delete-traces", &delete.to_string()).unwrap();
+    assert!(answer.contains("\"traces_deleted\":2"), "{answer}");
+    assert_eq!(search(&a), [v3(0x7ea2)]);
+    let delete = serde_json::json!({"experiment_id": id, "max_timestamp_millis": i64::MAX, "max_traces": 5});
+    let answer = a.post_json("/api/3.0/mlflow/traces/delete-traces", &delete.to_string()).unwrap();
+    assert!(answer.contains("\"traces_deleted\":1"), "{answer}");
+    assert!(search(&a).is_empty());
 }
 
 /// An OTLP/protobuf request of `traces` ten-span traces from service `service`.

@@ -3,11 +3,13 @@
 //!
 //! A trace goes to the lake when it is written to a lake schema directly (location
 //! `catalog.schema`: ids `trace:/catalog.schema/<hex>`), or to an experiment linked to a schema
-//! (the experiment tag [`TRACE_LOCATION_TAG`]; ids stay `tr-<hex>`). Searching a linked
-//! experiment searches its schema.
+//! (the experiment tag [`TRACE_LOCATION_TAG`]; ids stay `tr-<hex>`). Searching or deleting the
+//! traces of a linked experiment covers its schema and the tracking store, which keeps what
+//! was written before the link (or after an unlink).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -17,11 +19,13 @@ use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_t
 use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
     DeleteTraces, Experiment, ExperimentQuery, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat,
-    SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, parse_filter,
+    validate,
 };
 
 use crate::lake::Lake;
 use crate::schema::LakeSchema;
+use crate::table::FRESHNESS;
 
 /// What one lake schema gets of a write: the schema, its part of the batch, and its spans'
 /// origins.
@@ -34,8 +38,10 @@ const MERGE_PAGE: usize = 500;
 pub struct LakeStore {
     control: Arc<dyn TraceStore>,
     lake: Arc<Lake>,
-    /// Experiments' links, as last read (`None`: not linked).
-    links: RwLock<HashMap<String, Option<String>>>,
+    /// Experiments' links as last read (`None`: not linked), and when. A link older than
+    /// [`FRESHNESS`] is read again: another server on the same tracking store may have
+    /// changed it.
+    links: RwLock<HashMap<String, (Option<String>, Instant)>>,
     /// When set, experiments without a link keep their traces in `<catalog>.experiment_<id>`.
     default_catalog: Option<String>,
 }
@@ -77,7 +83,9 @@ impl LakeStore {
 
     /// The lake schema experiment `experiment_id` sends its traces to, if any.
     async fn link_of(&self, experiment_id: &str) -> StoreResult<Option<String>> {
-        if let Some(link) = self.links.read().get(experiment_id) {
+        if let Some((link, read)) = self.links.read().get(experiment_id)
+            && read.elapsed() < FRESHNESS
+        {
             return Ok(link.clone());
         }
         let experiment = self.control.get_experiment(experiment_id).await?;
@@ -87,7 +95,7 @@ impl LakeStore {
             .filter(|v| !v.is_empty())
             .cloned()
             .or_else(|| self.default_catalog.as_ref().map(|c| format!("{c}.experiment_{experiment_id}")));
-        self.links.write().insert(experiment_id.to_owned(), link.clone());
+        self.links.write().insert(experiment_id.to_owned(), (link.clone(), Instant::now()));
         Ok(link)
     }
 
@@ -422,13 +430,12 @@ impl TraceStore for LakeStore {
         let mut control_ids = Vec::new();
         let mut schemas: BTreeMap<String, (Arc<LakeSchema>, Vec<String>)> = BTreeMap::new();
         for experiment_id in &query.experiment_ids {
-            match self.link_of(experiment_id).await? {
-                Some(key) => {
-                    let schema = self.lake.schema(&key).await?;
-                    schemas.entry(key).or_insert((schema, Vec::new())).1.push(experiment_id.clone());
-                }
-                None => control_ids.push(experiment_id.clone()),
+            if let Some(key) = self.link_of(experiment_id).await? {
+                let schema = self.lake.schema(&key).await?;
+                schemas.entry(key).or_insert((schema, Vec::new())).1.push(experiment_id.clone());
             }
+            // the tracking store keeps a linked experiment's traces from before the link
+            control_ids.push(experiment_id.clone());
         }
         if schemas.is_empty() {
             return self.control.search_traces(query).await;
@@ -455,13 +462,15 @@ impl TraceStore for LakeStore {
         let Some(key) = self.link_of(experiment_id).await? else {
             return self.control.delete_traces(request).await;
         };
+        // the experiment's traces are in its schema and, from before the link, in the
+        // tracking store: the oldest of both go first
         let schema = self.lake.schema(&key).await?;
-        let doomed: Vec<u128> = match request {
+        let (in_lake, in_control): (Vec<u128>, Vec<String>) = match request {
             DeleteTraces::OlderThan { max_timestamp_ms, max_traces, .. } => {
                 if *max_traces == Some(0) {
                     return Err(StoreError::InvalidArgument("max_traces must be at least 1".into()));
                 }
-                let mut old: Vec<TraceInfo> = schema
+                let mut old: Vec<(TraceInfo, bool)> = schema
                     .all_infos()
                     .await?
                     .into_iter()
@@ -470,28 +479,51 @@ impl TraceStore for LakeStore {
                         i.request_time_ms <= *max_timestamp_ms
                             && belongs(i, std::slice::from_ref(experiment_id))
                     })
+                    .map(|i| (i, true))
                     .collect();
-                old.sort_by(|a, b| (a.request_time_ms, &a.trace_id).cmp(&(b.request_time_ms, &b.trace_id)));
-                old.iter()
-                    .take(max_traces.unwrap_or(usize::MAX))
-                    .filter_map(|i| TraceId::from_mlflow(&i.trace_id).ok())
-                    .map(TraceId::to_u128)
-                    .collect()
+                let older = TraceQuery {
+                    experiment_ids: vec![experiment_id.clone()],
+                    filter: parse_filter(&format!("timestamp_ms <= {max_timestamp_ms}"))
+                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    ..TraceQuery::default()
+                };
+                old.extend(
+                    self.control_hits(&older, vec![experiment_id.clone()])
+                        .await?
+                        .into_iter()
+                        .map(|i| (i, false)),
+                );
+                old.sort_by(|(a, _), (b, _)| {
+                    (a.request_time_ms, &a.trace_id).cmp(&(b.request_time_ms, &b.trace_id))
+                });
+                let doomed = old.into_iter().take(max_traces.unwrap_or(usize::MAX));
+                let (lake, control): (Vec<_>, Vec<_>) = doomed.partition(|(_, in_lake)| *in_lake);
+                (
+                    lake.iter()
+                        .filter_map(|(i, _)| TraceId::from_mlflow(&i.trace_id).ok())
+                        .map(TraceId::to_u128)
+                        .collect(),
+                    control.into_iter().map(|(i, _)| i.trace_id).collect(),
+                )
             }
             DeleteTraces::Ids { trace_ids, .. } => {
-                let mut ids = Vec::new();
+                let (mut lake, mut control) = (Vec::new(), Vec::new());
                 for t in trace_ids {
-                    if let Ok(id) = TraceId::from_mlflow(t)
-                        && schema.holds(id.to_u128())
-                    {
-                        ids.push(id.to_u128());
+                    match TraceId::from_mlflow(t) {
+                        Ok(id) if schema.holds(id.to_u128()) => lake.push(id.to_u128()),
+                        _ => control.push(t.clone()),
                     }
                 }
-                ids
+                (lake, control)
             }
         };
-        schema.delete(&doomed).await?;
-        Ok(doomed.len())
+        schema.delete(&in_lake).await?;
+        let mut deleted = in_lake.len();
+        if !in_control.is_empty() {
+            let ids = DeleteTraces::Ids { experiment_id: experiment_id.clone(), trace_ids: in_control };
+            deleted += self.control.delete_traces(&ids).await?;
+        }
+        Ok(deleted)
     }
 
     async fn set_trace_tag(&self, trace_id: &str, key: &str, value: &str) -> StoreResult<()> {
