@@ -101,6 +101,16 @@ def search_experiments(client: MlflowClient, run: str) -> None:
     page = client.search_experiments(filter_string=mine, max_results=1, order_by=["name DESC"], page_token=page.token)
     checks.check([e.name for e in page] == [f"Beta-{run}"] and not page.token, "the last page has no token")
 
+    client.set_experiment_tag(ids["alpha"], "owner", "me")
+    checks.check(client.get_experiment(ids["alpha"]).tags.get("owner") == "me", "set_experiment_tag")
+    client.delete_experiment_tag(ids["alpha"], "owner")
+    checks.check("owner" not in client.get_experiment(ids["alpha"]).tags, "delete_experiment_tag")
+    try:
+        client.delete_experiment_tag(ids["alpha"], "owner")
+        checks.check(False, "deleting a missing experiment tag is refused")
+    except mlflow.exceptions.MlflowException as e:
+        checks.check(e.error_code == "RESOURCE_DOES_NOT_EXIST", f"missing experiment tag: {e.error_code}")
+
     for bad in ["name = 'x' OR name = 'y'", "owner = 'me'", "creation_time > 'yesterday'"]:
         try:
             mlflow.search_experiments(filter_string=bad)

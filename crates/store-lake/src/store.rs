@@ -340,6 +340,14 @@ impl TraceStore for LakeStore {
         Ok(())
     }
 
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()> {
+        self.control.delete_experiment_tag(experiment_id, key).await?;
+        if key == TRACE_LOCATION_TAG {
+            self.links.write().remove(experiment_id);
+        }
+        Ok(())
+    }
+
     async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
         self.control.create_run(run).await
     }

@@ -719,6 +719,21 @@ impl TraceStore for PostgresStore {
         Ok(())
     }
 
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        require_active(&mut conn, experiment_id).await?;
+        let deleted = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+            .bind(validate::experiment_id(experiment_id)?)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(validate::no_experiment_tag(experiment_id, key));
+        }
+        Ok(())
+    }
+
     async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
         let mut tx = self.begin().await?;
         let experiment = require_active(&mut tx, &run.experiment_id).await?;

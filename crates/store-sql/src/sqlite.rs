@@ -739,6 +739,24 @@ impl TraceStore for SqliteStore {
         .await
     }
 
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()> {
+        let (id, key) = (experiment_id.to_owned(), key.to_owned());
+        self.write_tx(move |tx| {
+            require_active(tx, &id)?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM experiment_tags WHERE experiment_id = ?1 AND key = ?2",
+                    params![validate::experiment_id(&id)?, key],
+                )
+                .map_err(internal)?;
+            if deleted == 0 {
+                return Err(validate::no_experiment_tag(&id, &key));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
         self.write_tx(move |tx| {
             let experiment = require_active(tx, &run.experiment_id)?;

@@ -141,7 +141,13 @@ pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStor
 
     store.rename_experiment(&id, "agents-v2").await.unwrap();
     store.set_experiment_tag(&id, "stage", "beta").await.unwrap();
+    store.set_experiment_tag(&id, "owner", "me").await.unwrap();
+    store.delete_experiment_tag(&id, "owner").await.unwrap();
+    assert!(!store.get_experiment(&id).await.unwrap().tags.contains_key("owner"));
+    assert!(matches!(store.delete_experiment_tag(&id, "owner").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.delete_experiment_tag("12345", "owner").await, Err(StoreError::NotFound(_))));
     store.delete_experiment(&id).await.unwrap();
+    assert!(matches!(store.delete_experiment_tag(&id, "stage").await, Err(StoreError::InvalidState(_))));
     // a deleted experiment still owns its name
     assert!(matches!(
         store.create_experiment("agents-v2", None, &[]).await,

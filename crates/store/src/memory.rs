@@ -210,6 +210,15 @@ impl TraceStore for InMemoryStore {
         Ok(())
     }
 
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()> {
+        let mut s = self.state.write();
+        s.active_experiment(experiment_id)?;
+        match s.experiment_mut(experiment_id)?.tags.remove(key) {
+            Some(_) => Ok(()),
+            None => Err(crate::validate::no_experiment_tag(experiment_id, key)),
+        }
+    }
+
     async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
         let mut s = self.state.write();
         let experiment = s.active_experiment(&run.experiment_id)?.clone();

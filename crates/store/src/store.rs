@@ -95,6 +95,9 @@ pub trait TraceStore: Send + Sync + 'static {
 
     async fn set_experiment_tag(&self, experiment_id: &str, key: &str, value: &str) -> StoreResult<()>;
 
+    /// Removes a tag of an active experiment; NotFound when it has no such tag.
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()>;
+
     // ---- runs ----
 
     /// Creates a run in an active experiment (named after its id when no name is given).

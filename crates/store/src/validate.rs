@@ -24,6 +24,11 @@ pub fn experiment_name(name: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// The error for deleting a tag an experiment does not have.
+pub fn no_experiment_tag(experiment_id: &str, key: &str) -> StoreError {
+    StoreError::NotFound(format!("No tag with name: {key} in experiment with id {experiment_id}"))
+}
+
 pub fn max_results(n: usize) -> StoreResult<()> {
     if n == 0 || n > MAX_RESULTS_LIMIT {
         return Err(StoreError::InvalidArgument(format!(

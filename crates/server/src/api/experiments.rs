@@ -189,3 +189,18 @@ pub(crate) async fn set_tag(State(s): State<AppState>, Json(req): Json<SetTag>) 
     s.store.set_experiment_tag(&required(req.experiment_id)?, &req.key, &req.value).await?;
     Ok(Json(json!({})))
 }
+
+#[derive(Deserialize)]
+pub(crate) struct DeleteTag {
+    experiment_id: Option<String>,
+    key: Option<String>,
+}
+
+pub(crate) async fn delete_tag(
+    State(s): State<AppState>,
+    Json(req): Json<DeleteTag>,
+) -> ApiResult<Json<Value>> {
+    let key = req.key.ok_or_else(|| ApiError::invalid("missing value for required parameter 'key'"))?;
+    s.store.delete_experiment_tag(&required(req.experiment_id)?, &key).await?;
+    Ok(Json(json!({})))
+}

@@ -35,6 +35,7 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/2.0/mlflow/experiments/delete", post(experiments::delete))
         .route("/2.0/mlflow/experiments/restore", post(experiments::restore))
         .route("/2.0/mlflow/experiments/set-experiment-tag", post(experiments::set_tag))
+        .route("/2.0/mlflow/experiments/delete-experiment-tag", post(experiments::delete_tag))
         .route("/2.0/mlflow/runs/create", post(runs::create))
         .route("/2.0/mlflow/runs/get", get(runs::get))
         .route("/2.0/mlflow/runs/update", post(runs::update))
