@@ -19,7 +19,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import checks  # noqa: E402
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import SpanType  # noqa: E402
+from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback, SpanType  # noqa: E402
 
 @mlflow.trace(span_type=SpanType.RETRIEVER)
 def retrieve(query: str, k: int = 2) -> list[dict]:
@@ -59,6 +59,35 @@ def wait_for(search, expected: int, what: str):
             checks.check(len(found) == expected, f"{what}: expected {expected} traces, found {len(found)}")
             return found
         time.sleep(0.2)
+
+
+def assessments(exp_id: str, trace_id: str) -> None:
+    """Feedback and expectations on a trace: logged, read, updated, overridden, found, deleted."""
+    source = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id="reviewer")
+    fb = mlflow.log_feedback(trace_id=trace_id, name="helpful", value=True, rationale="clear", source=source)
+    got = mlflow.get_assessment(trace_id, fb.assessment_id)
+    checks.check(got.value is True and got.rationale == "clear", f"feedback read back: {got}")
+    checks.check(got.source.source_id == "reviewer" and got.valid is not False, "feedback source and validity")
+    mlflow.update_assessment(trace_id, fb.assessment_id, Feedback(name="helpful", value=False))
+    got = mlflow.get_assessment(trace_id, fb.assessment_id)
+    checks.check(got.value is False and got.rationale == "clear", f"feedback updated, rationale kept: {got}")
+    expected = mlflow.log_expectation(trace_id=trace_id, name="expected", value={"answer": 42}, source=source)
+    names = sorted(a.name for a in mlflow.get_trace(trace_id).info.assessments)
+    checks.check(names == ["expected", "helpful"], f"the trace carries its assessments: {names}")
+    found = mlflow.search_traces(locations=[exp_id], filter_string="feedback.helpful = 'false'", return_type="list")
+    checks.check([t.info.trace_id for t in found] == [trace_id], "search by feedback")
+    newer = mlflow.override_feedback(trace_id=trace_id, assessment_id=fb.assessment_id, value=True, rationale="on reflection")
+    checks.check(mlflow.get_assessment(trace_id, fb.assessment_id).valid is False, "an overridden feedback is not valid")
+    checks.check(mlflow.get_assessment(trace_id, newer.assessment_id).value is True, "the overriding feedback")
+    mlflow.delete_assessment(trace_id, expected.assessment_id)
+    mlflow.delete_assessment(trace_id, newer.assessment_id)
+    left = [(a.name, a.valid) for a in mlflow.get_trace(trace_id).info.assessments]
+    checks.check(left == [("helpful", True)], f"deleting the override makes the first valid again: {left}")
+    try:
+        mlflow.get_assessment(trace_id, expected.assessment_id)
+        checks.check(False, "a deleted assessment is gone")
+    except mlflow.exceptions.MlflowException as e:
+        checks.check(e.error_code == "RESOURCE_DOES_NOT_EXIST", f"deleted assessment: {e.error_code}")
 
 
 def search_experiments(client: MlflowClient, run: str) -> None:
@@ -198,6 +227,8 @@ def main() -> None:
     checks.check(mlflow.get_trace(first).info.tags.get("reviewed") == "yes", "set_trace_tag")
     client.delete_trace_tag(first, "reviewed")
     checks.check("reviewed" not in mlflow.get_trace(first).info.tags, "delete_trace_tag")
+
+    assessments(exp_id, first)
 
     try:
         mlflow.search_traces(locations=[exp_id], filter_string="tag.run = unquoted")

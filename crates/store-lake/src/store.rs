@@ -18,9 +18,9 @@ use tracelake_store::derive::{batch_locations, is_lake_schema, location_key, tra
 use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
-    DeleteTraces, Experiment, ExperimentQuery, LakeAccess, LifecycleStage, NewRun, Page, Run, SqlFormat,
-    SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, parse_filter,
-    validate,
+    AssessmentChange, DeleteTraces, Experiment, ExperimentQuery, LakeAccess, LifecycleStage, NewRun, Page,
+    Run, SqlFormat, SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch,
+    parse_filter, validate,
 };
 
 use crate::lake::Lake;
@@ -549,6 +549,26 @@ impl TraceStore for LakeStore {
                         Ok(())
                     })
                     .await
+            }
+        }
+    }
+
+    async fn change_assessment(
+        &self,
+        trace_id: &str,
+        change: AssessmentChange,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        match self.lake_owner(trace_id).await? {
+            None => self.control.change_assessment(trace_id, change).await,
+            Some((schema, id)) => {
+                let mut out = None;
+                schema
+                    .update_info(id, |s| {
+                        out = tracelake_store::assessments::apply(&mut s.info.assessments, trace_id, change)?;
+                        Ok(())
+                    })
+                    .await?;
+                Ok(out)
             }
         }
     }

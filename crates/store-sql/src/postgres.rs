@@ -16,8 +16,8 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Postgres, SqlSafeStr};
 use tracelake_model::{Span, SpanId, Trace, TraceId, TraceInfo, keys, tag_keys};
 use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
-    DeleteTraces, Experiment, LifecycleStage, NewRun, Page, Run, StoreError, StoreResult, TraceQuery,
-    TraceStore, ViewType, WriteBatch, validate,
+    AssessmentChange, DeleteTraces, Experiment, LifecycleStage, NewRun, Page, Run, StoreError, StoreResult,
+    TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
@@ -944,6 +944,34 @@ impl TraceStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn change_assessment(
+        &self,
+        trace_id: &str,
+        change: AssessmentChange,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let mut tx = self.begin().await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT assessments FROM traces WHERE trace_id = $1 FOR UPDATE")
+                .bind(trace_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        let stored =
+            stored.ok_or_else(|| StoreError::NotFound(format!("Trace with ID {trace_id} not found.")))?;
+        let mut assessments: Vec<serde_json::Value> =
+            serde_json::from_str(&stored).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let out = tracelake_store::assessments::apply(&mut assessments, trace_id, change)?;
+        let text = serde_json::to_string(&assessments).map_err(|e| StoreError::Internal(e.to_string()))?;
+        sqlx::query("UPDATE traces SET assessments = $2 WHERE trace_id = $1")
+            .bind(trace_id)
+            .bind(text)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(out)
     }
 
     async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()> {

@@ -218,6 +218,76 @@ fn run_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
     Ok(())
 }
 
+/// A condition on the values of a trace's valid assessments of `kind` (`feedback` or
+/// `expectation`) named `name`, as the reference evaluator reads them: a JSON string as its
+/// text, anything else as JSON; numbers compared as numbers. A negative comparison needs every
+/// such value to differ (and one to exist).
+fn assessment_condition(sql: &mut Sql, kind: &str, name: &str, clause: &Clause) -> StoreResult<()> {
+    let (from, text, number, is_number) = match sql.dialect {
+        Dialect::Sqlite => {
+            let path = format!("'$.{kind}.value'");
+            (
+                format!(
+                    "FROM json_each(t.assessments) a WHERE json_type(a.value, {path}) IS NOT NULL \
+                     AND coalesce(json_extract(a.value, '$.valid'), 1) != 0 AND json_extract(a.value, '$.assessment_name') = "
+                ),
+                format!(
+                    "(CASE json_type(a.value, {path}) WHEN 'text' THEN json_extract(a.value, {path}) \
+                     ELSE a.value -> {path} END)"
+                ),
+                format!("CAST(json_extract(a.value, {path}) AS REAL)"),
+                format!("json_type(a.value, {path}) IN ('integer', 'real')"),
+            )
+        }
+        Dialect::Postgres => {
+            let value = format!("(a.v -> '{kind}' -> 'value')");
+            (
+                format!(
+                    "FROM jsonb_array_elements(t.assessments::jsonb) a(v) WHERE {value} IS NOT NULL \
+                     AND coalesce(a.v ->> 'valid', 'true') != 'false' AND a.v ->> 'assessment_name' = "
+                ),
+                format!(
+                    "(CASE WHEN jsonb_typeof({value}) = 'string' THEN {value} #>> '{{}}' ELSE {value}::text END)"
+                ),
+                format!("({value} #>> '{{}}')::float8"),
+                format!("jsonb_typeof({value}) = 'number'"),
+            )
+        }
+    };
+    let exists = |sql: &mut Sql, condition: &dyn Fn(&mut Sql) -> StoreResult<()>| -> StoreResult<()> {
+        sql.push("EXISTS (SELECT 1 ").push(&from).bind_str(name).push(" AND ");
+        condition(sql)?;
+        sql.push(")");
+        Ok(())
+    };
+    let always = |sql: &mut Sql| -> StoreResult<()> {
+        sql.push("TRUE");
+        Ok(())
+    };
+    match clause.op {
+        Op::IsNull => {
+            sql.push("NOT ");
+            exists(sql, &always)
+        }
+        Op::IsNotNull => exists(sql, &always),
+        Op::Gt | Op::Ge | Op::Lt | Op::Le => exists(sql, &|sql: &mut Sql| {
+            sql.push(&is_number).push(" AND ");
+            number_condition(sql, &number, clause)
+        }),
+        Op::NotEq | Op::NotIn => {
+            let positive =
+                Clause { op: if clause.op == Op::NotEq { Op::Eq } else { Op::In }, ..clause.clone() };
+            sql.push("(");
+            exists(sql, &always)?;
+            sql.push(" AND NOT ");
+            exists(sql, &|sql: &mut Sql| text_condition(sql, &text, &positive))?;
+            sql.push(")");
+            Ok(())
+        }
+        _ => exists(sql, &|sql: &mut Sql| text_condition(sql, &text, clause)),
+    }
+}
+
 fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
     match &clause.target {
         Target::Attribute(a) => match a {
@@ -241,8 +311,8 @@ fn trace_condition(sql: &mut Sql, clause: &Clause) -> StoreResult<()> {
         },
         Target::Tag(k) => kv_condition(sql, "trace_tags", k, clause),
         Target::Metadata(k) => kv_condition(sql, "trace_metadata", k, clause),
-        Target::Feedback(_) => Err(unsupported("feedback")),
-        Target::Expectation(_) => Err(unsupported("expectation")),
+        Target::Feedback(name) => assessment_condition(sql, "feedback", name, clause),
+        Target::Expectation(name) => assessment_condition(sql, "expectation", name, clause),
         Target::IssueId => Err(unsupported("issue.id")),
         Target::Span(_) => unreachable!("span clauses are grouped"),
     }

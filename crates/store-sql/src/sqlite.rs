@@ -18,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use tracelake_model::{Span, SpanId, Trace, TraceId, TraceInfo, keys, tag_keys};
 use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
-    Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page, Run, StoreError,
-    StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    AssessmentChange, Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page,
+    Run, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
@@ -958,6 +958,31 @@ impl TraceStore for SqliteStore {
             )
             .map_err(internal)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn change_assessment(
+        &self,
+        trace_id: &str,
+        change: AssessmentChange,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let id = trace_id.to_owned();
+        self.write_tx(move |tx| {
+            let stored: Option<String> = tx
+                .query_row("SELECT assessments FROM traces WHERE trace_id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(internal)?;
+            let stored =
+                stored.ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))?;
+            let mut assessments: Vec<serde_json::Value> = serde_json::from_str(&stored).map_err(internal)?;
+            let out = tracelake_store::assessments::apply(&mut assessments, &id, change)?;
+            tx.execute(
+                "UPDATE traces SET assessments = ?2 WHERE trace_id = ?1",
+                params![id, serde_json::to_string(&assessments).map_err(internal)?],
+            )
+            .map_err(internal)?;
+            Ok(out)
         })
         .await
     }

@@ -13,6 +13,7 @@ use tracelake_model::{
     TraceState, keys, metadata_keys,
 };
 
+use crate::assessments::AssessmentChange;
 use crate::filter::{parse_experiment_filter, parse_experiment_order_by, parse_filter, parse_order_by};
 use crate::store::{StoreError, TraceStore};
 use crate::types::{DeleteTraces, ExperimentQuery, LifecycleStage, NewRun, TraceQuery, ViewType, WriteBatch};
@@ -34,6 +35,7 @@ macro_rules! conformance_suite {
             search_orders_and_pages_through_everything,
             delete_by_time_count_and_ids,
             trace_tags_are_set_and_deleted,
+            assessments_are_logged_updated_searched_and_deleted,
             traces_linked_to_a_run_are_found_by_run_id,
             get_traces_puts_the_root_first_and_skips_unknown_ids,
             outlines_and_single_spans_agree_with_the_whole_trace,
@@ -553,6 +555,63 @@ pub async fn trace_tags_are_set_and_deleted(store: &dyn TraceStore) {
     ));
     assert!(matches!(
         store.set_trace_tag("tr-0000000000000000000000000000dead", "k", "v").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Feedback on a trace: logged, found by a `feedback.<name>` filter, updated, deleted.
+pub async fn assessments_are_logged_updated_searched_and_deleted(store: &dyn TraceStore) {
+    let t = trace_id(0x210);
+    store.write(spans_batch("0", sample_spans(t))).await.unwrap();
+    let id = t.to_mlflow_v3();
+    let time = || "2026-01-01T00:00:00Z".to_owned();
+    let feedback = json!({"assessment_name": "helpful", "feedback": {"value": true},
+                          "source": {"source_type": "HUMAN", "source_id": "me"}});
+    let created = store
+        .change_assessment(&id, AssessmentChange::Create { assessment: feedback, time: time() })
+        .await
+        .unwrap()
+        .unwrap();
+    let assessment_id = created["assessment_id"].as_str().unwrap().to_owned();
+    let stored = store.get_trace_info(&id).await.unwrap().assessments;
+    assert_eq!(stored, [created]);
+    assert_eq!(search(store, "0", "feedback.helpful = 'true'").await, [id.as_str()]);
+
+    let update = AssessmentChange::Update {
+        assessment_id: assessment_id.clone(),
+        patch: json!({"feedback": {"value": false}}),
+        fields: vec!["feedback".into()],
+        time: time(),
+    };
+    store.change_assessment(&id, update).await.unwrap();
+    assert!(search(store, "0", "feedback.helpful = 'true'").await.is_empty());
+    assert_eq!(search(store, "0", "feedback.helpful = 'false'").await, [id.as_str()]);
+
+    // a second trace with a numeric feedback and an expectation
+    let other = trace_id(0x211);
+    store.write(spans_batch("0", sample_spans(other))).await.unwrap();
+    let other = other.to_mlflow_v3();
+    for assessment in [
+        json!({"assessment_name": "score", "feedback": {"value": 0.8}}),
+        json!({"assessment_name": "answer", "expectation": {"value": "42"}}),
+    ] {
+        store.change_assessment(&other, AssessmentChange::Create { assessment, time: time() }).await.unwrap();
+    }
+    assert_eq!(search(store, "0", "feedback.score > 0.5").await, [other.as_str()]);
+    assert!(search(store, "0", "feedback.score < 0.5").await.is_empty());
+    assert_eq!(search(store, "0", "feedback.score = '0.8'").await, [other.as_str()]);
+    assert_eq!(search(store, "0", "expectation.answer = '42'").await, [other.as_str()]);
+    assert_eq!(search(store, "0", "expectation.answer LIKE '4%'").await, [other.as_str()]);
+    assert_eq!(search(store, "0", "feedback.helpful != 'true'").await, [id.as_str()]);
+    assert_eq!(search(store, "0", "feedback.helpful IS NULL").await, [other.as_str()]);
+    assert_eq!(search(store, "0", "feedback.score IS NOT NULL").await, [other.as_str()]);
+
+    let delete = AssessmentChange::Delete { assessment_id };
+    assert_eq!(store.change_assessment(&id, delete).await.unwrap(), None);
+    assert!(store.get_trace_info(&id).await.unwrap().assessments.is_empty());
+    let unknown = AssessmentChange::Delete { assessment_id: "a-1".into() };
+    assert!(matches!(
+        store.change_assessment("tr-0000000000000000000000000000dead", unknown).await,
         Err(StoreError::NotFound(_))
     ));
 }

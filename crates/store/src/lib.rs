@@ -26,6 +26,7 @@
 //! );
 //! ```
 
+pub mod assessments;
 pub mod conformance;
 pub mod derive;
 pub mod eval;
@@ -36,6 +37,7 @@ mod store;
 mod types;
 pub mod validate;
 
+pub use assessments::AssessmentChange;
 pub use filter::{
     Attribute, Clause, ExperimentOrderKey, ExperimentTarget, Filter, FilterError, Literal, Op, OrderBy,
     OrderKey, SpanField, Target, parse_experiment_filter, parse_experiment_order_by, parse_filter,

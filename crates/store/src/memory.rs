@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, tag_keys};
 
+use crate::assessments::AssessmentChange;
 use crate::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
 use crate::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
 use crate::store::{StoreError, StoreResult, TraceStore};
@@ -435,6 +436,15 @@ impl TraceStore for InMemoryStore {
         let mut s = self.state.write();
         s.trace_mut(trace_id)?.info.tags.insert(key.to_owned(), value.to_owned());
         Ok(())
+    }
+
+    async fn change_assessment(
+        &self,
+        trace_id: &str,
+        change: AssessmentChange,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let mut s = self.state.write();
+        crate::assessments::apply(&mut s.trace_mut(trace_id)?.info.assessments, trace_id, change)
     }
 
     async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()> {

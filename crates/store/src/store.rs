@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use tracelake_model::{Span, SpanId, Trace, TraceInfo};
 
+use crate::assessments::AssessmentChange;
 use crate::filter::FilterError;
 use crate::types::{
     DeleteTraces, Experiment, ExperimentQuery, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch,
@@ -147,6 +148,15 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize>;
 
     async fn set_trace_tag(&self, trace_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Creates, updates or deletes an assessment of trace `trace_id` as
+    /// [`crate::assessments::apply`] does, in one write of the trace; returns the assessment as
+    /// it now is (`None` after a delete). NotFound when there is no such trace.
+    async fn change_assessment(
+        &self,
+        trace_id: &str,
+        change: AssessmentChange,
+    ) -> StoreResult<Option<serde_json::Value>>;
 
     async fn delete_trace_tag(&self, trace_id: &str, key: &str) -> StoreResult<()>;
 

@@ -1,6 +1,7 @@
 //! The HTTP routes. Every MLflow REST route is also served under `/ajax-api`, as MLflow does.
 
 mod artifacts;
+mod assessments;
 mod experiments;
 pub mod grpc;
 mod lake;
@@ -47,6 +48,11 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/3.0/mlflow/traces/batchGetInfos", post(traces::batch_get_infos))
         .route("/3.0/mlflow/traces/search", post(traces::search))
         .route("/3.0/mlflow/traces/{trace_id}", get(traces::get_info))
+        .route("/3.0/mlflow/traces/{trace_id}/assessments", post(assessments::create))
+        .route(
+            "/3.0/mlflow/traces/{trace_id}/assessments/{assessment_id}",
+            get(assessments::get).patch(assessments::update).delete(assessments::delete),
+        )
         .route("/2.0/mlflow/traces/delete-traces", post(traces::delete))
         .route("/3.0/mlflow/traces/delete-traces", post(traces::delete))
         .route("/2.0/mlflow/traces/{trace_id}/tags", patch(traces::set_tag).delete(traces::delete_tag))
