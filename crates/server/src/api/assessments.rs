@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_store::AssessmentChange;
 
+use super::required;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -31,10 +32,8 @@ pub(crate) async fn create(
     Path(trace_id): Path<String>,
     Json(req): Json<Create>,
 ) -> ApiResult<Json<Value>> {
-    let assessment = req
-        .assessment
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'assessment'"))?;
-    let change = AssessmentChange::Create { assessment, time: now() };
+    let change =
+        AssessmentChange::Create { assessment: required(req.assessment, "assessment")?, time: now() };
     let created = s.store.change_assessment(&trace_id, change).await?;
     Ok(Json(json!({ "assessment": created })))
 }
@@ -95,13 +94,9 @@ pub(crate) async fn update(
     Path((trace_id, assessment_id)): Path<(String, String)>,
     Json(req): Json<Update>,
 ) -> ApiResult<Json<Value>> {
-    let patch = req
-        .assessment
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'assessment'"))?;
-    let mask = req
-        .update_mask
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'update_mask'"))?;
-    let change = AssessmentChange::Update { assessment_id, patch, fields: mask_paths(&mask)?, time: now() };
+    let patch = required(req.assessment, "assessment")?;
+    let fields = mask_paths(&required(req.update_mask, "update_mask")?)?;
+    let change = AssessmentChange::Update { assessment_id, patch, fields, time: now() };
     let updated = s.store.change_assessment(&trace_id, change).await?;
     Ok(Json(json!({ "assessment": updated })))
 }

@@ -8,7 +8,7 @@ use tracelake_store::{
     Experiment, ExperimentQuery, ViewType, parse_experiment_filter, parse_experiment_order_by,
 };
 
-use super::Tag;
+use super::{Tag, required};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -40,7 +40,7 @@ pub(crate) struct Create {
 }
 
 pub(crate) async fn create(State(s): State<AppState>, Json(req): Json<Create>) -> ApiResult<Json<Value>> {
-    let name = req.name.ok_or_else(|| ApiError::invalid("missing value for required parameter 'name'"))?;
+    let name = required(req.name, "name")?;
     let tags: Vec<(String, String)> = req.tags.into_iter().map(|t| (t.key, t.value)).collect();
     let artifact_location = req.artifact_location.filter(|l| !l.is_empty());
     let id = s.store.create_experiment(&name, artifact_location.as_deref(), &tags).await?;
@@ -52,12 +52,8 @@ pub(crate) struct ById {
     experiment_id: Option<String>,
 }
 
-fn required(id: Option<String>) -> ApiResult<String> {
-    id.ok_or_else(|| ApiError::invalid("missing value for required parameter 'experiment_id'"))
-}
-
 pub(crate) async fn get(State(s): State<AppState>, Query(q): Query<ById>) -> ApiResult<Json<Value>> {
-    let e = s.store.get_experiment(&required(q.experiment_id)?).await?;
+    let e = s.store.get_experiment(&required(q.experiment_id, "experiment_id")?).await?;
     Ok(Json(json!({"experiment": experiment_json(&e)})))
 }
 
@@ -70,9 +66,7 @@ pub(crate) async fn get_by_name(
     State(s): State<AppState>,
     Query(q): Query<ByName>,
 ) -> ApiResult<Json<Value>> {
-    let name = q
-        .experiment_name
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'experiment_name'"))?;
+    let name = required(q.experiment_name, "experiment_name")?;
     match s.store.get_experiment_by_name(&name).await? {
         Some(e) => Ok(Json(json!({"experiment": experiment_json(&e)}))),
         None => Err(ApiError::not_found(format!("Could not find experiment with name '{name}'"))),
@@ -162,19 +156,18 @@ pub(crate) struct Update {
 }
 
 pub(crate) async fn update(State(s): State<AppState>, Json(req): Json<Update>) -> ApiResult<Json<Value>> {
-    let name =
-        req.new_name.ok_or_else(|| ApiError::invalid("missing value for required parameter 'new_name'"))?;
-    s.store.rename_experiment(&required(req.experiment_id)?, &name).await?;
+    let name = required(req.new_name, "new_name")?;
+    s.store.rename_experiment(&required(req.experiment_id, "experiment_id")?, &name).await?;
     Ok(Json(json!({})))
 }
 
 pub(crate) async fn delete(State(s): State<AppState>, Json(req): Json<ById>) -> ApiResult<Json<Value>> {
-    s.store.delete_experiment(&required(req.experiment_id)?).await?;
+    s.store.delete_experiment(&required(req.experiment_id, "experiment_id")?).await?;
     Ok(Json(json!({})))
 }
 
 pub(crate) async fn restore(State(s): State<AppState>, Json(req): Json<ById>) -> ApiResult<Json<Value>> {
-    s.store.restore_experiment(&required(req.experiment_id)?).await?;
+    s.store.restore_experiment(&required(req.experiment_id, "experiment_id")?).await?;
     Ok(Json(json!({})))
 }
 
@@ -186,7 +179,7 @@ pub(crate) struct SetTag {
 }
 
 pub(crate) async fn set_tag(State(s): State<AppState>, Json(req): Json<SetTag>) -> ApiResult<Json<Value>> {
-    s.store.set_experiment_tag(&required(req.experiment_id)?, &req.key, &req.value).await?;
+    s.store.set_experiment_tag(&required(req.experiment_id, "experiment_id")?, &req.key, &req.value).await?;
     Ok(Json(json!({})))
 }
 
@@ -200,7 +193,7 @@ pub(crate) async fn delete_tag(
     State(s): State<AppState>,
     Json(req): Json<DeleteTag>,
 ) -> ApiResult<Json<Value>> {
-    let key = req.key.ok_or_else(|| ApiError::invalid("missing value for required parameter 'key'"))?;
-    s.store.delete_experiment_tag(&required(req.experiment_id)?, &key).await?;
+    let key = required(req.key, "key")?;
+    s.store.delete_experiment_tag(&required(req.experiment_id, "experiment_id")?, &key).await?;
     Ok(Json(json!({})))
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tracelake_store::lake::{INFO_TABLE, LOGS_TABLE, METRICS_TABLE, SPANS_TABLE, parse_schema_key};
 use tracelake_store::{LakeAccess, SqlFormat};
 
+use super::required;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -35,10 +36,7 @@ pub(crate) struct Sql {
 
 async fn run_sql(s: &AppState, req: Sql) -> ApiResult<Response> {
     let lake = lake(s)?;
-    let query = req
-        .query
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'query'"))?;
+    let query = required(req.query.filter(|q| !q.trim().is_empty()), "query")?;
     let format = match req.format.as_deref() {
         None | Some("") => SqlFormat::Json,
         Some(f) => SqlFormat::parse(f).ok_or_else(|| {
@@ -104,9 +102,7 @@ pub(crate) struct Location {
 
 impl Location {
     fn key(self) -> ApiResult<String> {
-        self.uc_schema
-            .ok_or_else(|| ApiError::invalid("missing value for required parameter 'uc_schema'"))?
-            .key()
+        required(self.uc_schema, "uc_schema")?.key()
     }
 }
 

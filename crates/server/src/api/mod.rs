@@ -18,6 +18,12 @@ use serde::Deserialize;
 pub use meta::MLFLOW_API_VERSION;
 
 use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// A required request parameter, or MLflow's 400 naming it.
+pub(crate) fn required<T>(value: Option<T>, name: &str) -> ApiResult<T> {
+    value.ok_or_else(|| ApiError::invalid(format!("missing value for required parameter '{name}'")))
+}
 
 /// A `{key, value}` tag in an MLflow request body.
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracelake_store::{NewRun, Run};
 
-use super::Tag;
+use super::{Tag, required};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -59,9 +59,7 @@ pub(crate) struct RunId {
 
 impl RunId {
     fn required(self) -> ApiResult<String> {
-        self.run_id
-            .or(self.run_uuid)
-            .ok_or_else(|| ApiError::invalid("missing value for required parameter 'run_id'"))
+        required(self.run_id.or(self.run_uuid), "run_id")
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tracelake_model::{TraceInfo, tag_keys};
 use tracelake_store::{DeleteTraces, StoreError, TraceQuery, WriteBatch, parse_filter, parse_order_by};
 
+use super::required;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::proto_json::{ProtoTrace, Seq, Single};
@@ -65,8 +66,7 @@ fn large_json(answer: &impl Serialize, spans: usize) -> ApiResult<Response> {
 }
 
 pub(crate) async fn get_trace(State(s): State<AppState>, Query(q): Query<GetTrace>) -> ApiResult<Response> {
-    let id =
-        q.trace_id.ok_or_else(|| ApiError::invalid("missing value for required parameter 'trace_id'"))?;
+    let id = required(q.trace_id, "trace_id")?;
     let traces = s.store.get_traces(std::slice::from_ref(&id)).await?;
     let t = traces.first().ok_or_else(|| ApiError::not_found(format!("Trace with ID {id} not found.")))?;
     large_json(&Single("trace", &ProtoTrace(t)), t.spans.len())
@@ -153,9 +153,7 @@ pub(crate) struct Delete {
 }
 
 pub(crate) async fn delete(State(s): State<AppState>, Json(req): Json<Delete>) -> ApiResult<Json<Value>> {
-    let experiment_id = req
-        .experiment_id
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'experiment_id'"))?;
+    let experiment_id = required(req.experiment_id, "experiment_id")?;
     let request = match (req.max_timestamp_millis, req.request_ids) {
         (Some(ts), None) => {
             DeleteTraces::OlderThan { experiment_id, max_timestamp_ms: ts, max_traces: req.max_traces }
@@ -199,10 +197,7 @@ pub(crate) async fn delete_tag(
     Query(q): Query<TagKey>,
     body: Option<Json<TagKey>>,
 ) -> ApiResult<Json<Value>> {
-    let key = body
-        .and_then(|b| b.0.key)
-        .or(q.key)
-        .ok_or_else(|| ApiError::invalid("missing value for required parameter 'key'"))?;
+    let key = required(body.and_then(|b| b.0.key).or(q.key), "key")?;
     s.store.delete_trace_tag(&id, &key).await?;
     Ok(Json(json!({})))
 }
@@ -215,7 +210,7 @@ pub(crate) struct Link {
 }
 
 pub(crate) async fn link_to_run(State(s): State<AppState>, Json(req): Json<Link>) -> ApiResult<Json<Value>> {
-    let run = req.run_id.ok_or_else(|| ApiError::invalid("missing value for required parameter 'run_id'"))?;
+    let run = required(req.run_id, "run_id")?;
     s.store.link_traces_to_run(&req.trace_ids, &run).await?;
     Ok(Json(json!({})))
 }
