@@ -960,10 +960,7 @@ impl TraceStore for PostgresStore {
                 .map_err(pg_error)?;
         let stored =
             stored.ok_or_else(|| StoreError::NotFound(format!("Trace with ID {trace_id} not found.")))?;
-        let mut assessments: Vec<serde_json::Value> =
-            serde_json::from_str(&stored).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let out = tracelake_store::assessments::apply(&mut assessments, trace_id, change)?;
-        let text = serde_json::to_string(&assessments).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (text, out) = tracelake_store::assessments::apply_to_text(&stored, trace_id, change)?;
         sqlx::query("UPDATE traces SET assessments = $2 WHERE trace_id = $1")
             .bind(trace_id)
             .bind(text)

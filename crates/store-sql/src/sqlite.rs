@@ -975,13 +975,9 @@ impl TraceStore for SqliteStore {
                 .map_err(internal)?;
             let stored =
                 stored.ok_or_else(|| StoreError::NotFound(format!("Trace with ID {id} not found.")))?;
-            let mut assessments: Vec<serde_json::Value> = serde_json::from_str(&stored).map_err(internal)?;
-            let out = tracelake_store::assessments::apply(&mut assessments, &id, change)?;
-            tx.execute(
-                "UPDATE traces SET assessments = ?2 WHERE trace_id = ?1",
-                params![id, serde_json::to_string(&assessments).map_err(internal)?],
-            )
-            .map_err(internal)?;
+            let (text, out) = tracelake_store::assessments::apply_to_text(&stored, &id, change)?;
+            tx.execute("UPDATE traces SET assessments = ?2 WHERE trace_id = ?1", params![id, text])
+                .map_err(internal)?;
             Ok(out)
         })
         .await

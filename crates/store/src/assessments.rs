@@ -151,6 +151,20 @@ pub fn apply(
     }
 }
 
+/// [`apply`] to assessments kept as JSON text (the SQL stores' column); returns the new text
+/// and the assessment as it now is.
+pub fn apply_to_text(
+    stored: &str,
+    trace_id: &str,
+    change: AssessmentChange,
+) -> StoreResult<(String, Option<Value>)> {
+    let internal =
+        |e: serde_json::Error| StoreError::Internal(format!("assessments of trace {trace_id}: {e}"));
+    let mut assessments: Vec<Value> = serde_json::from_str(stored).map_err(internal)?;
+    let out = apply(&mut assessments, trace_id, change)?;
+    Ok((serde_json::to_string(&assessments).map_err(internal)?, out))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

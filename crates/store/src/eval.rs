@@ -352,10 +352,16 @@ pub fn search_experiments(all: Vec<Experiment>, query: &ExperimentQuery) -> Stor
         }
     }
     found.sort_by(|a, b| compare_experiments(a, b, &query.order_by));
-    let total = found.len();
-    let items: Vec<Experiment> = found.into_iter().skip(offset).take(query.max_results).collect();
+    Ok(page(found, offset, query.max_results))
+}
+
+/// The page of `max_results` starting at `offset` of results already in order, with the
+/// token of the next page when there is more.
+pub fn page<T>(ordered: Vec<T>, offset: usize, max_results: usize) -> Page<T> {
+    let total = ordered.len();
+    let items: Vec<T> = ordered.into_iter().skip(offset).take(max_results).collect();
     let next = offset + items.len();
-    Ok(Page { next_page_token: (next < total).then(|| encode_page_token(next)), items })
+    Page { next_page_token: (next < total).then(|| encode_page_token(next)), items }
 }
 
 /// MLflow's page token: base64 of `{"offset": N}`.

@@ -708,13 +708,7 @@ fn validate(target: &Target, op: Op, value: &Literal, name: &str, column: usize)
         }
         Target::IssueId => (&[Eq], Need::String),
     };
-    if !allowed.contains(&op) {
-        let list: Vec<_> = allowed.iter().map(|o| o.as_str()).collect();
-        return Err(error(
-            column,
-            format!("{name} does not support {}; use one of {}", op.as_str(), list.join(", ")),
-        ));
-    }
+    supported(allowed, op, name, column)?;
     match (needs, value) {
         (_, Literal::None | Literal::List(_)) => Ok(()),
         (Need::Number, Literal::Int(_) | Literal::Float(_)) => Ok(()),
@@ -734,6 +728,15 @@ fn validate(target: &Target, op: Op, value: &Literal, name: &str, column: usize)
         )),
         _ => Ok(()),
     }
+}
+
+/// Refuses an operator `name` does not take, listing those it does.
+fn supported(allowed: &[Op], op: Op, name: &str, column: usize) -> Result<(), FilterError> {
+    if allowed.contains(&op) {
+        return Ok(());
+    }
+    let list: Vec<_> = allowed.iter().map(|o| o.as_str()).collect();
+    Err(error(column, format!("{name} does not support {}; use one of {}", op.as_str(), list.join(", "))))
 }
 
 #[derive(Clone, Copy)]

@@ -10,7 +10,7 @@ use tracelake_model::{Span, Trace, TraceId, TraceInfo, TraceLocation, tag_keys};
 
 use crate::assessments::AssessmentChange;
 use crate::derive::{info_from_spans, merge_info, order_spans, refresh_from_spans};
-use crate::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
+use crate::eval::{TraceView, compare, decode_page_token, matches, page};
 use crate::store::{StoreError, StoreResult, TraceStore};
 use crate::types::{
     DeleteTraces, Experiment, LifecycleStage, NewRun, Page, Run, TraceQuery, ViewType, WriteBatch,
@@ -216,7 +216,7 @@ impl TraceStore for InMemoryStore {
         s.active_experiment(experiment_id)?;
         match s.experiment_mut(experiment_id)?.tags.remove(key) {
             Some(_) => Ok(()),
-            None => Err(crate::validate::no_experiment_tag(experiment_id, key)),
+            None => Err(validate::no_experiment_tag(experiment_id, key)),
         }
     }
 
@@ -388,10 +388,8 @@ impl TraceStore for InMemoryStore {
             }
         }
         hits.sort_by(|a, b| compare(a, b, &query.order_by));
-        let items: Vec<TraceInfo> =
-            hits.iter().skip(offset).take(query.max_results).map(|i| (*i).clone()).collect();
-        let next = offset + items.len();
-        Ok(Page { next_page_token: (next < hits.len()).then(|| encode_page_token(next)), items })
+        let Page { items, next_page_token } = page(hits, offset, query.max_results);
+        Ok(Page { items: items.into_iter().cloned().collect(), next_page_token })
     }
 
     async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize> {

@@ -8,7 +8,9 @@
 //! Names: `name`, `experiment_id`, `creation_time`, `last_update_time` (bare or after
 //! `attribute.`) and `tags.<key>` (or `tag.<key>`). Results order by the same attributes.
 
-use super::{FilterError, Grammar, Literal, Op, OrderBy, error, error_hint, parse_order_with, parse_with};
+use super::{
+    FilterError, Grammar, Literal, Op, OrderBy, error, error_hint, parse_order_with, parse_with, supported,
+};
 use crate::Filter;
 
 /// What an experiment filter compares.
@@ -84,13 +86,7 @@ impl Grammar for ExperimentGrammar {
             ExperimentTarget::CreationTime | ExperimentTarget::LastUpdateTime => &[Eq, NotEq, Gt, Ge, Lt, Le],
             ExperimentTarget::Tag(_) => &[Eq, NotEq, Like, ILike, IsNull, IsNotNull],
         };
-        if !allowed.contains(&op) {
-            let list: Vec<_> = allowed.iter().map(|o| o.as_str()).collect();
-            return Err(error(
-                column,
-                format!("{name} does not support {}; use one of {}", op.as_str(), list.join(", ")),
-            ));
-        }
+        supported(allowed, op, name, column)?;
         let numeric = matches!(target, ExperimentTarget::CreationTime | ExperimentTarget::LastUpdateTime);
         match value {
             Literal::Int(_) if numeric => Ok(()),
