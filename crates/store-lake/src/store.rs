@@ -15,12 +15,12 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tracelake_model::{Span, SpanId, SpanOrigin, Trace, TraceId, TraceInfo, tag_keys};
 use tracelake_store::derive::{batch_locations, is_lake_schema, location_key, trace_outline};
-use tracelake_store::eval::{TraceView, compare, decode_page_token, encode_page_token, matches};
+use tracelake_store::eval::{TraceView, compare, decode_page_token, matches, page};
 use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_schema_key};
 use tracelake_store::{
-    AssessmentChange, DeleteTraces, Experiment, ExperimentQuery, LakeAccess, LifecycleStage, NewRun, Page,
-    Run, SqlFormat, SqlOutput, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch,
-    parse_filter, validate,
+    AssessmentChange, Attribute, Clause, DeleteTraces, Experiment, ExperimentQuery, Filter, LakeAccess,
+    LifecycleStage, Literal, NewRun, Op, Page, Run, SqlFormat, SqlOutput, StoreError, StoreResult, Target,
+    TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 use crate::lake::Lake;
@@ -435,30 +435,24 @@ impl TraceStore for LakeStore {
 
     async fn search_traces(&self, query: &TraceQuery) -> StoreResult<Page<TraceInfo>> {
         validate::max_results(query.max_results)?;
-        let mut control_ids = Vec::new();
         let mut schemas: BTreeMap<String, (Arc<LakeSchema>, Vec<String>)> = BTreeMap::new();
         for experiment_id in &query.experiment_ids {
             if let Some(key) = self.link_of(experiment_id).await? {
                 let schema = self.lake.schema(&key).await?;
                 schemas.entry(key).or_insert((schema, Vec::new())).1.push(experiment_id.clone());
             }
-            // the tracking store keeps a linked experiment's traces from before the link
-            control_ids.push(experiment_id.clone());
         }
         if schemas.is_empty() {
             return self.control.search_traces(query).await;
         }
         let offset = decode_page_token(query.page_token.as_deref())?;
-        let mut hits =
-            if control_ids.is_empty() { Vec::new() } else { self.control_hits(query, control_ids).await? };
+        // the tracking store keeps a linked experiment's traces from before the link
+        let mut hits = self.control_hits(query, query.experiment_ids.clone()).await?;
         for (schema, experiments) in schemas.values() {
             hits.extend(self.lake_hits(schema, query, experiments).await?);
         }
         hits.sort_by(|a, b| compare(a, b, &query.order_by));
-        let total = hits.len();
-        let items: Vec<TraceInfo> = hits.into_iter().skip(offset).take(query.max_results).collect();
-        let next = offset + items.len();
-        Ok(Page { next_page_token: (next < total).then(|| encode_page_token(next)), items })
+        Ok(page(hits, offset, query.max_results))
     }
 
     async fn delete_traces(&self, request: &DeleteTraces) -> StoreResult<usize> {
@@ -491,8 +485,14 @@ impl TraceStore for LakeStore {
                     .collect();
                 let older = TraceQuery {
                     experiment_ids: vec![experiment_id.clone()],
-                    filter: parse_filter(&format!("timestamp_ms <= {max_timestamp_ms}"))
-                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                    filter: Filter {
+                        clauses: vec![Clause {
+                            target: Target::Attribute(Attribute::TimestampMs),
+                            op: Op::Le,
+                            value: Literal::Int(*max_timestamp_ms),
+                            column: 1,
+                        }],
+                    },
                     ..TraceQuery::default()
                 };
                 old.extend(
