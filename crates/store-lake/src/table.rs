@@ -71,6 +71,15 @@ fn checkpoint_interval(table: &DeltaTable) -> Option<u64> {
     Some(table.snapshot().ok()?.table_config().checkpoint_interval().get())
 }
 
+/// Whether a checkpoint was written after version `before` (`None`: ever), up to the table's
+/// current version.
+fn passed_checkpoint(table: &DeltaTable, before: Option<u64>) -> bool {
+    match (table.version(), checkpoint_interval(table)) {
+        (Some(now), Some(interval)) => before.map_or(0, |b| (b + 1) / interval) < (now + 1) / interval,
+        _ => false,
+    }
+}
+
 impl LakeTable {
     /// Opens the table at `url`, creating it empty with `schema` (partitioned by `date`) when
     /// nothing is there. A table whose log or files are damaged is an error naming it.
@@ -164,14 +173,8 @@ impl LakeTable {
     /// commit before it, other processes' included.
     async fn settled(&self, updated: DeltaTable) -> DeltaTable {
         *self.checked.lock() = Instant::now();
-        let checkpointed = match (updated.version(), checkpoint_interval(&updated)) {
-            (Some(version), Some(interval)) => (version + 1).is_multiple_of(interval),
-            _ => false,
-        };
-        if !checkpointed {
-            return updated;
-        }
-        self.reloaded(updated).await
+        let before = updated.version().and_then(|v| v.checked_sub(1));
+        if passed_checkpoint(&updated, before) { self.reloaded(updated).await } else { updated }
     }
 
     /// The table loaded afresh (from its last checkpoint), or `updated` if that fails or is
@@ -251,11 +254,7 @@ impl LakeTable {
         if let Err(e) = guard.update_state().await {
             tracing::warn!(target: "tracelake::lake", "{}: cannot read new commits: {e}", self.name);
         }
-        let crossed_checkpoint = match (before, guard.version(), checkpoint_interval(&guard)) {
-            (Some(old), Some(new), Some(interval)) => (old + 1) / interval < (new + 1) / interval,
-            _ => false,
-        };
-        if crossed_checkpoint {
+        if passed_checkpoint(&guard, before) {
             // as after a commit: a snapshot that replayed many commits is loaded from the
             // checkpoint instead
             *guard = self.reloaded(guard.clone()).await;
