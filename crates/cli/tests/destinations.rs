@@ -219,7 +219,7 @@ fn a_trace_of_many_megabytes_arrives_over_grpc_and_http() {
     let stats = tracelake::export_stats();
     assert_eq!((stats.exported_traces, stats.dropped_traces), (2, 0), "{stats:?}");
     for id in ids {
-        let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap();
+        let got = server.get_trace(&id);
         assert!(got.contains("200 OK"), "{}", &got[..got.len().min(500)]);
         assert_eq!(got.matches("\"name\":\"part\"").count(), 3000, "trace {id}");
     }

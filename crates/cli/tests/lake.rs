@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Server, app_stats, free_port, post_to, python, repo, run_app_in};
+use support::{Server, app_stats, free_port, poll, post_to, python, repo, run_app_in};
 use tracelake_model::TraceId;
 use tracelake_store::conformance::span;
 
@@ -47,7 +47,8 @@ fn outside_engines_read_what_otlp_and_mlflow_clients_wrote() {
 /// `moto_server` from the virtualenv, with one bucket.
 struct Moto {
     child: Child,
-    port: u16,
+    /// `http://127.0.0.1:<port>`.
+    endpoint: String,
 }
 
 impl Moto {
@@ -59,7 +60,7 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
-        let moto = Moto { child, port };
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");
@@ -67,20 +68,21 @@ impl Moto {
         }
         let status = Command::new(python())
             .args(["-c", &format!("import boto3; boto3.client('s3').create_bucket(Bucket='{bucket}')")])
-            .envs(moto.env().iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(moto.env())
             .status()
             .expect("create the bucket");
         assert!(status.success(), "creating bucket {bucket} failed");
         moto
     }
 
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
-            ("AWS_ACCESS_KEY_ID", "tracelake".into()),
-            ("AWS_SECRET_ACCESS_KEY", "tracelake".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ALLOW_HTTP", "true".into()),
+    /// The `AWS_*` variables that reach it.
+    fn env(&self) -> [(&str, &str); 5] {
+        [
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ACCESS_KEY_ID", "tracelake"),
+            ("AWS_SECRET_ACCESS_KEY", "tracelake"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
         ]
     }
 }
@@ -96,7 +98,6 @@ impl Drop for Moto {
 fn the_lake_works_the_same_on_s3_compatible_storage() {
     let moto = Moto::start("traces");
     let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start_with_lake("s3://traces/lake", &env);
     run_interop(&server, "s3://traces/lake", &env);
 }
@@ -108,7 +109,6 @@ fn the_lake_works_the_same_on_s3_compatible_storage() {
 fn the_sdk_writes_straight_to_a_lake_on_s3() {
     let moto = Moto::start("direct");
     let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let workdir = tempfile::tempdir().unwrap();
     let vars = [
         ("MLFLOW_TRACING_DESTINATION", "main.direct"),
@@ -141,7 +141,7 @@ fn the_sdk_writes_straight_to_a_lake_on_s3() {
     }
     let hex = rows[0]["trace_id"].as_str().unwrap();
     let id = TraceId::from_hex(hex).unwrap().to_mlflow_v4("main.direct");
-    let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={}", id.replace('/', "%2F"))).unwrap();
+    let got = server.get_trace(&id);
     assert!(got.contains("200 OK"), "{got}");
     for name in ["answer", "retrieve", "calculator", "chat"] {
         assert!(got.contains(&format!("\"name\":\"{name}\"")), "span {name} missing: {got}");
@@ -155,7 +155,6 @@ fn the_sdk_writes_straight_to_a_lake_on_s3() {
 fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
     let moto = Moto::start("upkeep");
     let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tracelake.db").display().to_string();
     let (port, grpc) = (free_port(), free_port());
@@ -181,12 +180,9 @@ fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
         assert_eq!(send_to(port, "main.upkeep", &[*t], "upkeep-app"), Some(200));
     }
     assert!(objects(".checkpoint.parquet") >= 1, "no checkpoint after 30 commits");
-    let deadline = Instant::now() + Duration::from_secs(60);
     let data_files = || objects(".parquet") - objects(".checkpoint.parquet");
-    while data_files() > 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(data_files(), 1, "the 30 small files were not merged and vacuumed");
+    let left = poll(Duration::from_secs(60), data_files, |n| *n <= 1);
+    assert_eq!(left, 1, "the 30 small files were not merged and vacuumed");
     let count = |server: &Server| {
         let rows = sql(
             server,
@@ -199,8 +195,7 @@ fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
 
     let server = start();
     assert_eq!(count(&server), (Some(300), Some(30)));
-    let id = traces[7].to_mlflow_v4("main.upkeep").replace('/', "%2F");
-    let got = server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap();
+    let got = server.get_trace(&traces[7].to_mlflow_v4("main.upkeep"));
     assert!(got.contains("200 OK") && got.contains("step-10"), "{got}");
 }
 
@@ -228,20 +223,8 @@ fn a_running_server_sees_what_the_sdk_writes_to_its_lake() {
             _ => Vec::new(), // the schema is not there yet
         }
     };
-    let wait_for = |n: usize| -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ids = trace_ids(&server);
-            if ids.len() >= n || Instant::now() > deadline {
-                return ids;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let get = |hex: &str| {
-        let id = TraceId::from_hex(hex).unwrap().to_mlflow_v4("main.beside").replace('/', "%2F");
-        server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).unwrap()
-    };
+    let wait_for = |n: usize| poll(Duration::from_secs(30), || trace_ids(&server), |ids| ids.len() >= n);
+    let get = |hex: &str| server.get_trace(&TraceId::from_hex(hex).unwrap().to_mlflow_v4("main.beside"));
 
     let stats = app_stats(&run_app_in(dir.path(), &vars));
     assert_eq!(stats["exported_traces"], 3, "{stats}");
@@ -329,8 +312,7 @@ fn a_linked_experiment_routes_logs_metrics_and_traces_until_unlinked() {
     assert_eq!(status, 200, "{body}");
     assert_eq!((count(LOGS), count(METRICS), count(SPANS)), (1, 1, 10), "nothing more went to the lake");
     for trace in [linked_trace, later_trace] {
-        let got =
-            server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={}", trace.to_mlflow_v3())).unwrap();
+        let got = server.get_trace(&trace.to_mlflow_v3());
         assert!(got.contains("200 OK") && got.contains("step-10"), "{got}");
     }
 }
@@ -383,11 +365,8 @@ fn two_servers_on_postgresql_and_a_lake_share_experiment_links() {
     assert_eq!(status, 200, "{body}");
     std::thread::sleep(Duration::from_millis(1500)); // b reads links again after a second
     send(port_b, 0x7ea2); // through the other server, to the lake
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while lake_traces(&a) < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(lake_traces(&a), 1, "server b did not follow the link server a made");
+    let in_lake = poll(Duration::from_secs(20), || lake_traces(&a), |n| *n >= 1);
+    assert_eq!(in_lake, 1, "server b did not follow the link server a made");
     assert_eq!(search(&a), [v3(0x7ea1), v3(0x7ea2)]);
 
     a.stop();
@@ -534,9 +513,7 @@ fn every_acknowledged_span_survives_kill_9_during_ingest() {
         &missing[..missing.len().min(5)]
     );
     // and they read back through the REST API
-    let first = acked[0].to_mlflow_v4("main.crash");
-    let got =
-        server.get(&format!("/api/3.0/mlflow/traces/get?trace_id={}", first.replace('/', "%2F"))).unwrap();
+    let got = server.get_trace(&acked[0].to_mlflow_v4("main.crash"));
     assert!(got.contains("200 OK") && got.contains("step-10"), "{got}");
 }
 

@@ -184,10 +184,9 @@ mod tests {
         let mut good = pin!(ingest.write(batch("0", 1)));
         let mut bad = pin!(ingest.write(batch("999", 2)));
         let mut also_good = pin!(ingest.write(batch("0", 3)));
-        for queued in [poll_immediate(&mut good).await, poll_immediate(&mut also_good).await] {
-            assert!(queued.is_none());
-        }
-        assert!(poll_immediate(&mut bad).await.is_none());
+        assert!(poll_immediate(&mut good).await.is_none(), "queued");
+        assert!(poll_immediate(&mut bad).await.is_none(), "queued");
+        assert!(poll_immediate(&mut also_good).await.is_none(), "queued");
         // the three are merged into one write, which fails; each is then written alone
         let infos = good.await.unwrap();
         assert_eq!(

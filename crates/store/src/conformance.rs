@@ -168,17 +168,7 @@ pub async fn experiments_have_unique_names_and_a_lifecycle(store: &dyn TraceStor
     for i in 0..5 {
         store.create_experiment(&format!("e{i}"), None, &[]).await.unwrap();
     }
-    let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let query = experiment_query(ViewType::All, "", &[], 3, token);
-        let page = store.search_experiments(&query).await.unwrap();
-        names.extend(page.items.into_iter().map(|e| e.name));
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    let names = experiment_names_by_page(store, &[], 3).await;
     assert_eq!(names.len(), 7, "{names:?}");
 }
 
@@ -195,6 +185,26 @@ fn experiment_query(
         order_by: parse_experiment_order_by(order_by).unwrap(),
         max_results,
         page_token,
+    }
+}
+
+/// The names of every experiment, active or deleted, read `page_size` at a time until a page
+/// comes without a token.
+async fn experiment_names_by_page(
+    store: &dyn TraceStore,
+    order_by: &[&str],
+    page_size: usize,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let query = experiment_query(ViewType::All, "", order_by, page_size, token);
+        let page = store.search_experiments(&query).await.unwrap();
+        names.extend(page.items.into_iter().map(|e| e.name));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => return names,
+        }
     }
 }
 
@@ -250,17 +260,7 @@ pub async fn experiments_are_found_by_filter_in_order(store: &dyn TraceStore) {
     assert_eq!(page.items.len(), 4);
 
     // pages follow the order and end without a token
-    let mut seen = Vec::new();
-    let mut token = None;
-    loop {
-        let query = experiment_query(ViewType::All, "", &["name DESC"], 2, token);
-        let page = store.search_experiments(&query).await.unwrap();
-        seen.extend(page.items.into_iter().map(|e| e.name));
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    let seen = experiment_names_by_page(store, &["name DESC"], 2).await;
     assert_eq!(seen, ["untagged", "rag", "agents-a", "agents-B", "Default"]);
 }
 

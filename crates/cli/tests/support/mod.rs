@@ -87,6 +87,19 @@ pub fn postgres_uri() -> String {
     format!("{base}/tracelake_e2e_{}_{stamp}", std::process::id())
 }
 
+/// Calls `probe` until `done` holds for its answer or `limit` has passed; returns the last
+/// answer (for the caller to assert on).
+pub fn poll<T>(limit: Duration, mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = probe();
+        if done(&answer) || Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -240,6 +253,12 @@ impl Server {
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         Some(out)
+    }
+
+    /// The whole HTTP answer to GetTrace of `trace_id` (any form, `trace:/...` included).
+    pub fn get_trace(&self, trace_id: &str) -> String {
+        let id = trace_id.replace('/', "%2F");
+        self.get(&format!("/api/3.0/mlflow/traces/get?trace_id={id}")).expect("the server answers")
     }
 }
 
