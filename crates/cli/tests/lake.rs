@@ -162,15 +162,21 @@ fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
         ["--lake-root", "s3://upkeep/lake", "--lake-maintenance-secs", "1", "--lake-retention-hours", "0"];
     let start = || Server::start_with(None, &db, port, grpc, &flags, &env);
     let table = format!("lake/main/upkeep/{SPANS}/");
-    let objects = |suffix: &str| -> usize {
+    // (data files, checkpoints) of the spans table, from one listing: two listings could
+    // straddle a commit and disagree
+    let files = || -> (usize, usize) {
         let script = format!(
             "import boto3\n\
              pages = boto3.client('s3').get_paginator('list_objects_v2').paginate(Bucket='upkeep', Prefix='{table}')\n\
-             print(sum(1 for p in pages for o in p.get('Contents', []) if o['Key'].endswith('{suffix}')))"
+             keys = [o['Key'] for p in pages for o in p.get('Contents', [])]\n\
+             checkpoints = sum(1 for k in keys if k.endswith('.checkpoint.parquet'))\n\
+             print(sum(1 for k in keys if k.endswith('.parquet')) - checkpoints, checkpoints)"
         );
         let out = Command::new(python()).args(["-c", &script]).envs(env.iter().copied()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        let counts: Vec<usize> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+        (counts[0], counts[1])
     };
 
     let mut server = start();
@@ -179,9 +185,10 @@ fn an_s3_lake_is_checkpointed_compacted_and_vacuumed_without_loss() {
         // one request at a time: one commit each
         assert_eq!(send_to(port, "main.upkeep", &[*t], "upkeep-app"), Some(200));
     }
-    assert!(objects(".checkpoint.parquet") >= 1, "no checkpoint after 30 commits");
-    let data_files = || objects(".parquet") - objects(".checkpoint.parquet");
-    let left = poll(Duration::from_secs(60), data_files, |n| *n <= 1);
+    assert!(files().1 >= 1, "no checkpoint after 30 commits");
+    // Maintenance on S3 can take a minute to settle here: it re-merges two files per table
+    // for a while before leaving one (noted as an open problem), hence the long wait.
+    let left = poll(Duration::from_secs(150), || files().0, |n| *n <= 1);
     assert_eq!(left, 1, "the 30 small files were not merged and vacuumed");
     let count = |server: &Server| {
         let rows = sql(
