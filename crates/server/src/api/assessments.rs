@@ -16,9 +16,7 @@ use crate::error::{ApiError, ApiResult};
 /// Now, as proto JSON writes a `google.protobuf.Timestamp`.
 fn now() -> String {
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    tracelake_model::format_timestamp_ms(ms)
 }
 
 #[derive(Deserialize)]
