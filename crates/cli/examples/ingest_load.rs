@@ -82,10 +82,11 @@ fn parse_args() -> anyhow::Result<Args> {
 const MODELS: [&str; 4] = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b"];
 
 /// Batch `n`: spans `n * spans` onwards of a run of traces of `args.spans_per_trace` spans each
-/// (a root and its children), each span padded to about `span_bytes` with an inputs payload.
+/// (a root and its children), each span padded to about `span_bytes` with an inputs payload of
+/// made-up prose ([`Vocabulary`]).
 /// Ids are derived from `run` and the span's index, so a trace continues across batches.
 fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
-    let payload = "x".repeat(args.span_bytes.saturating_sub(380));
+    let vocabulary = Vocabulary::new();
     let spacing = args.trace_spacing_ms * 1_000_000;
     let per_trace = args.spans_per_trace;
     let mut out = Vec::with_capacity(args.spans_per_batch);
@@ -100,7 +101,8 @@ fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
             attributes.insert("gen_ai.usage.input_tokens", &(100 + t % 50));
             attributes.insert("gen_ai.usage.output_tokens", &(20 + k));
         }
-        attributes.insert(keys::INPUTS, &json!({"prompt": payload}));
+        let prompt = vocabulary.prose(args.span_bytes.saturating_sub(380), i ^ run as u64);
+        attributes.insert(keys::INPUTS, &json!({"prompt": prompt}));
         attributes.insert(keys::OUTPUTS, &json!({"answer": "ok"}));
         out.push(Span {
             trace_id,
@@ -119,6 +121,71 @@ fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
     }
     let request = tracelake_otlp::request_from_spans(&out, &Map::new(), "load", "1");
     tracelake_otlp::encode_protobuf(&request)
+}
+
+/// Made-up words drawn by Zipf's law, as words of natural language are: the payloads
+/// compress about as LLM prompts and answers do (a repeated character would compress to
+/// nothing, and flatter any store that compresses).
+struct Vocabulary {
+    words: Vec<String>,
+    /// Cumulative weights of `words` (the word of rank r weighs 1 / (r + 1)).
+    cumulative: Vec<f64>,
+}
+
+impl Vocabulary {
+    const WORDS: usize = 4096;
+
+    fn new() -> Vocabulary {
+        const SYLLABLES: [&str; 16] =
+            ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "je", "pa", "qu"];
+        let words = (1..=Self::WORDS)
+            .map(|mut i| {
+                let mut word = String::new();
+                while i > 0 {
+                    word.push_str(SYLLABLES[i % 16]);
+                    i /= 16;
+                }
+                word
+            })
+            .collect();
+        let mut total = 0.0;
+        let cumulative = (0..Self::WORDS)
+            .map(|r| {
+                total += 1.0 / (r as f64 + 1.0);
+                total
+            })
+            .collect();
+        Vocabulary { words, cumulative }
+    }
+
+    /// About `len` bytes of sentences, the same for the same `seed`.
+    fn prose(&self, len: usize, seed: u64) -> String {
+        let mut state = seed;
+        let mut next = || {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let total = self.cumulative[Self::WORDS - 1];
+        let mut text = String::with_capacity(len + 16);
+        let mut in_sentence = 0;
+        while text.len() < len {
+            let x = (next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let word = &self.words[self.cumulative.partition_point(|&c| c < x).min(Self::WORDS - 1)];
+            if in_sentence == 0 && !text.is_empty() {
+                text.push_str(". ");
+            } else if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(word);
+            in_sentence = (in_sentence + 1) % (8 + next() as usize % 10);
+        }
+        text.truncate(len);
+        text
+    }
 }
 
 fn main() -> anyhow::Result<()> {
