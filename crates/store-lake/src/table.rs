@@ -1,7 +1,7 @@
 //! One Delta table of the lake: created on first open, appended to, deleted from, compacted,
 //! vacuumed, and read through DataFusion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,12 @@ pub struct LakeTable {
     storage_options: HashMap<String, String>,
     /// When the snapshot was last brought up to date with the log.
     checked: parking_lot::Mutex<Instant>,
+    /// Held by what rewrites files (replacing, deleting, maintenance); appends go on beside.
+    rewrites: tokio::sync::Mutex<()>,
+    /// The version the last maintenance pass left the table at.
+    maintained_at: parking_lot::Mutex<Option<u64>>,
+    /// The removed files the last vacuum deleted (as the log names them).
+    vacuumed: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for LakeTable {
@@ -157,6 +163,9 @@ impl LakeTable {
             table: RwLock::new(table),
             storage_options: storage_options.clone(),
             checked: parking_lot::Mutex::new(Instant::now()),
+            rewrites: tokio::sync::Mutex::new(()),
+            maintained_at: parking_lot::Mutex::new(None),
+            vacuumed: parking_lot::Mutex::new(HashSet::new()),
         })
     }
 
@@ -214,6 +223,7 @@ impl LakeTable {
 
     /// Replaces the rows matching `predicate` by `batches` (which all match it) in one commit.
     pub async fn replace(&self, batches: Vec<RecordBatch>, predicate: Expr) -> StoreResult<()> {
+        let _rewrites = self.rewrites.lock().await;
         let mut guard = self.table.write().await;
         let table = guard.clone();
         let updated = table
@@ -229,6 +239,7 @@ impl LakeTable {
 
     /// Deletes the rows matching `predicate` in one commit; returns how many files changed.
     pub async fn delete(&self, predicate: Expr) -> StoreResult<()> {
+        let _rewrites = self.rewrites.lock().await;
         let mut guard = self.table.write().await;
         let table = guard.clone();
         let (updated, _metrics) = table
@@ -281,34 +292,88 @@ impl LakeTable {
     /// Merges small files into larger ones, then removes files no version younger than
     /// `retention` refers to. Checkpoints are written by the commits themselves (every
     /// `delta.checkpointInterval` commits).
+    ///
+    /// Appends go on meanwhile: compaction commits without the table's lock (Delta's
+    /// conflict check lets an OPTIMIZE commit beside appends), and only replacements and
+    /// deletes, which rewrite files compaction may be merging, wait for it. A partition is
+    /// compacted once it has [`COMPACT_MIN_FILES`] small files, or two when nothing was
+    /// appended since the last pass, so a table under steady load is not rewritten for each
+    /// new file. Vacuum runs only when there are removed files it has not deleted yet; it
+    /// commits its start and end, so an idle table is left alone.
     pub async fn maintain(&self, target_file_size: u64, retention: Duration) -> StoreResult<Maintenance> {
-        let mut guard = self.table.write().await;
+        let _rewrites = self.rewrites.lock().await;
         let mut done = Maintenance::default();
-        let table = guard.clone();
+        let table = self.table.read().await.clone();
+        let idle = *self.maintained_at.lock() == table.version();
         let target = NonZeroU64::new(target_file_size.max(1)).expect("non-zero");
-        match table.optimize().with_target_size(target).await {
-            Ok((updated, metrics)) => {
-                done.files_compacted = metrics.num_files_removed;
-                done.files_written = metrics.num_files_added;
-                *guard = updated;
-            }
-            Err(e) => return Err(delta_error(&self.name, "compact", e)),
+        if worth_compacting(&table, target.get(), idle) {
+            let (updated, metrics) = table
+                .optimize()
+                .with_target_size(target)
+                .await
+                .map_err(|e| delta_error(&self.name, "compact", e))?;
+            done.files_compacted = metrics.num_files_removed;
+            done.files_written = metrics.num_files_added;
+            self.adopt(updated).await;
         }
-        let table = guard.clone();
+
+        let table = self.table.read().await.clone();
         let retention_hours = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
-        match table
-            .vacuum()
-            .with_retention_period(retention_hours)
-            .with_enforce_retention_duration(false)
-            .await
-        {
-            Ok((updated, metrics)) => {
-                done.files_vacuumed = metrics.files_deleted.len() as u64;
-                *guard = updated;
+        let vacuum = || {
+            table
+                .clone()
+                .vacuum()
+                .with_retention_period(retention_hours)
+                .with_enforce_retention_duration(false)
+        };
+        let due = match vacuum().with_dry_run(true).await {
+            Ok((_, plan)) => plan.files_deleted,
+            Err(DeltaTableError::Generic(e)) if e.contains("No files") => Vec::new(),
+            Err(e) => return Err(delta_error(&self.name, "plan a vacuum", e)),
+        };
+        let new = due.iter().filter(|f| !self.vacuumed.lock().contains(*f)).count();
+        if new > 0 {
+            match vacuum().await {
+                Ok((updated, _)) => {
+                    done.files_vacuumed = new as u64;
+                    // what the log still names as removed; older entries have left it
+                    *self.vacuumed.lock() = due.into_iter().collect();
+                    self.adopt(updated).await;
+                }
+                Err(DeltaTableError::Generic(e)) if e.contains("No files") => {}
+                Err(e) => return Err(delta_error(&self.name, "vacuum", e)),
             }
-            Err(DeltaTableError::Generic(e)) if e.contains("No files") => {}
-            Err(e) => return Err(delta_error(&self.name, "vacuum", e)),
         }
+        *self.maintained_at.lock() = self.table.read().await.version();
         Ok(done)
     }
+
+    /// Takes the table as a maintenance commit left it, unless a commit made since (whose
+    /// snapshot includes the maintenance commit) is newer.
+    async fn adopt(&self, updated: DeltaTable) {
+        let mut guard = self.table.write().await;
+        if updated.version() > guard.version() {
+            *guard = self.settled(updated).await;
+        }
+    }
+}
+
+/// Small files a partition gathers before compaction merges them (Delta's auto compaction
+/// waits for 50 as well).
+const COMPACT_MIN_FILES: usize = 50;
+
+/// Whether some partition has enough files smaller than `target` bytes to merge: at least
+/// [`COMPACT_MIN_FILES`], or two when the table is `idle`.
+fn worth_compacting(table: &DeltaTable, target: u64, idle: bool) -> bool {
+    let Ok(snapshot) = table.snapshot() else { return false };
+    let mut small: HashMap<Vec<(String, Option<String>)>, usize> = HashMap::new();
+    for file in snapshot.log_data().iter() {
+        if u64::try_from(file.size()).unwrap_or(0) < target {
+            let mut partition: Vec<_> = file.partition_values_map().into_iter().collect();
+            partition.sort();
+            *small.entry(partition).or_default() += 1;
+        }
+    }
+    let needed = if idle { 2 } else { COMPACT_MIN_FILES };
+    small.values().any(|&n| n >= needed)
 }

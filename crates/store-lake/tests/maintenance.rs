@@ -145,3 +145,70 @@ async fn a_table_made_before_the_typed_columns_gains_them_and_keeps_its_rows() {
         .to_string();
     assert!(err.contains("main.other.logs") && err.contains("not made by tracelake"), "{err}");
 }
+
+/// Compaction waits until a partition has gathered many small files, or until nothing more
+/// is appended; an idle table is not committed to again; appends made while a pass merges
+/// files are kept.
+#[tokio::test]
+async fn compaction_waits_for_many_files_or_quiet_and_leaves_an_idle_table_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SPANS);
+    let url = Url::from_directory_path(&path).unwrap();
+    let table = Arc::new(
+        LakeTable::open(
+            "main.upkeep.spans".into(),
+            url,
+            &HashMap::new(),
+            spans_schema(),
+            stats_columns(SPANS),
+        )
+        .await
+        .unwrap(),
+    );
+    let append = |n: u128| {
+        let table = table.clone();
+        async move {
+            let s = span(TraceId::new(n).unwrap(), 1, None, "root", 1000, 1010);
+            table.append(vec![spans_to_batch([(&s, &SpanOrigin::default())]).unwrap()]).await.unwrap();
+        }
+    };
+    let data_files =
+        || files(&path, ".parquet").into_iter().filter(|p| p.to_string_lossy().contains("date=")).count();
+    let log_entries = || files(&path.join("_delta_log"), ".json").len();
+    let rows = |table: Arc<LakeTable>| async move {
+        let ctx = SessionContext::new();
+        ctx.register_table("spans", table.provider(&ctx).await.unwrap()).unwrap();
+        let out = ctx.sql("SELECT count(*) FROM spans").await.unwrap().collect().await.unwrap();
+        out[0].column(0).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap().value(0)
+    };
+    let maintain = || table.maintain(64 << 20, Duration::ZERO);
+
+    for n in 1..=3 {
+        append(n).await;
+    }
+    // appended to since the last look, and 3 small files are too few to merge yet
+    assert_eq!(maintain().await.unwrap(), Default::default());
+    assert_eq!(data_files(), 3);
+    // nothing appended since: the table is quiet, so its files are merged and vacuumed
+    let done = maintain().await.unwrap();
+    assert_eq!((done.files_compacted, done.files_written, done.files_vacuumed), (3, 1, 3), "{done:?}");
+    assert_eq!(data_files(), 1);
+    // idle now: a pass neither merges nor commits
+    let commits = log_entries();
+    assert_eq!(maintain().await.unwrap(), Default::default());
+    assert_eq!(log_entries(), commits, "an idle table gained commits");
+
+    // under steady appends, a pass merges once the partition has 50 small files, and appends
+    // made while it runs commit beside it
+    for n in 4..=53 {
+        append(n).await;
+    }
+    let (done, ()) = tokio::join!(maintain(), async {
+        for n in 54..=63 {
+            append(n).await;
+        }
+    });
+    let done = done.unwrap();
+    assert!(done.files_compacted >= 50 && done.files_written == 1, "{done:?}");
+    assert_eq!(rows(table.clone()).await, 63);
+}
