@@ -23,7 +23,7 @@ th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e3e6
 th a { color: inherit; }
 .status-OK { color: #1a7f37; } .status-ERROR { color: #cf222e; font-weight: 600; }
 .status-IN_PROGRESS { color: #9a6700; }
-.muted { color: #57606a; } .chip { background: #eef1f4; border-radius: 3px; padding: 0 .3rem; margin-right: .2rem; }
+.muted { color: #57606a; } tr.overridden { opacity: .6; } .chip { background: #eef1f4; border-radius: 3px; padding: 0 .3rem; margin-right: .2rem; }
 .error { background: #fff1f0; border: 1px solid #cf222e; padding: .5rem; margin: .5rem 0; }
 .error pre { margin: .3rem 0 0; }
 form.search input[name=filter] { width: 60%; font-family: ui-monospace, monospace; }
@@ -801,6 +801,7 @@ fn trace(trace: &Trace, tree: &Tree<'_>, selected: Option<SpanId>, chosen: Optio
                     @if let Some(span) = chosen { (span_details(span)) } @else { p { "This trace has no spans." } }
                 }
             }
+            @if !info.assessments.is_empty() { (assessments(&info.trace_id, &info.assessments)) }
             section aria-labelledby="tags-heading" {
                 h2 #tags-heading { "Tags" }
                 table {
@@ -830,6 +831,70 @@ fn trace(trace: &Trace, tree: &Tree<'_>, selected: Option<SpanId>, chosen: Optio
             }
         },
     )
+}
+
+/// The feedback and expectations logged on a trace (`mlflow.log_feedback`,
+/// `log_expectation`), the valid ones first; one replaced by another is marked overridden.
+fn assessments(trace_id: &str, all: &[Value]) -> Markup {
+    let text = |a: &Value, key: &str| a.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut rows: Vec<&Value> = all.iter().collect();
+    rows.sort_by_key(|a| a.get("valid") == Some(&Value::Bool(false)));
+    html! {
+        section aria-labelledby="assessments-heading" {
+            h2 #assessments-heading { "Assessments (" (all.len()) ")" }
+            table {
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Value" }
+                    th scope="col" { "Source" } th scope="col" { "Rationale" } th scope="col" { "Span" }
+                    th scope="col" { "Logged" }
+                } }
+                tbody {
+                    @for a in rows {
+                        @let overridden = a.get("valid") == Some(&Value::Bool(false));
+                        @let source = a.get("source").cloned().unwrap_or_default();
+                        @let span = text(a, "span_id");
+                        tr.overridden[overridden] {
+                            th scope="row" {
+                                (text(a, "assessment_name"))
+                                @if overridden { " " span.muted { "(overridden)" } }
+                            }
+                            td { @if a.get("feedback").is_some() { "Feedback" } @else { "Expectation" } }
+                            td { (shorten(&assessment_value(a), 400)) }
+                            td {
+                                (text(&source, "source_type"))
+                                @if !text(&source, "source_id").is_empty() { " " span.muted { (text(&source, "source_id")) } }
+                            }
+                            td { (shorten(&text(a, "rationale"), 400)) }
+                            td { @if !span.is_empty() { a href=(trace_href(trace_id, Some(&span))) { code { (span) } } } }
+                            td.muted { (text(a, "create_time")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An assessment's value as text: a string as it is, anything else as JSON; a feedback that
+/// failed shows its error.
+fn assessment_value(a: &Value) -> String {
+    let shown = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if let Some(feedback) = a.get("feedback") {
+        if let Some(e) = feedback.get("error") {
+            let part = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
+            return format!("error: {} {}", part("error_code"), part("error_message")).trim_end().to_owned();
+        }
+        return feedback.get("value").map(shown).unwrap_or_default();
+    }
+    let Some(expectation) = a.get("expectation") else { return String::new() };
+    match (expectation.get("value"), expectation.pointer("/serialized_value/value")) {
+        (Some(v), _) => shown(v),
+        (None, Some(Value::String(serialized))) => serialized.clone(),
+        _ => String::new(),
+    }
 }
 
 /// The children of span `parent` in trace `trace` (spans in outline), as the group a collapsed

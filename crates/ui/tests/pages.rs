@@ -8,7 +8,7 @@ use serde_json::json;
 use tower::ServiceExt as _;
 use tracelake_model::{SpanEvent, SpanStatus, TraceId, TraceState, keys, metadata_keys};
 use tracelake_store::conformance::{info, span};
-use tracelake_store::{InMemoryStore, TraceStore, WriteBatch};
+use tracelake_store::{AssessmentChange, InMemoryStore, TraceStore, WriteBatch};
 
 struct Fixture {
     store: Arc<InMemoryStore>,
@@ -144,6 +144,86 @@ async fn a_span_has_a_stable_link_showing_its_error_and_stack_trace() {
     assert!(html.contains("no such order"), "{html}");
     assert!(html.contains("<strong>KeyError</strong>: order 7"), "{html}");
     assert!(html.contains("Traceback: line 3 in lookup"), "{html}");
+}
+
+/// Feedback and expectations logged on a trace are listed on its page: value, source,
+/// rationale, the span assessed (linked); one replaced by a later one is marked overridden.
+#[tokio::test]
+async fn a_trace_page_lists_its_feedback_and_expectations() {
+    let f = fixture().await;
+    let (_, html) = get(&f.store, &format!("/traces/{}", f.trace_id)).await;
+    assert!(!html.contains("Assessments"), "no section without assessments: {html}");
+
+    let log = |assessment: serde_json::Value| {
+        let store = f.store.clone();
+        let trace_id = f.trace_id.clone();
+        async move {
+            let change = AssessmentChange::Create { assessment, time: "2026-11-23T09:00:00Z".into() };
+            store.change_assessment(&trace_id, change).await.unwrap().unwrap()
+        }
+    };
+    let judged = log(json!({
+        "assessment_name": "relevance",
+        "trace_id": f.trace_id,
+        "span_id": f.failing_span,
+        "source": {"source_type": "LLM_JUDGE", "source_id": "judge-<1>"},
+        "feedback": {"value": false},
+        "rationale": "the tool answered <nothing>",
+    }))
+    .await;
+    log(json!({
+        "assessment_name": "relevance",
+        "trace_id": f.trace_id,
+        "source": {"source_type": "HUMAN", "source_id": "ana"},
+        "feedback": {"value": true},
+        "overrides": judged["assessment_id"],
+    }))
+    .await;
+    log(json!({
+        "assessment_name": "expected_answer",
+        "trace_id": f.trace_id,
+        "source": {"source_type": "HUMAN", "source_id": "ana"},
+        "expectation": {"value": {"steps": 2}},
+    }))
+    .await;
+    log(json!({
+        "assessment_name": "groundedness",
+        "trace_id": f.trace_id,
+        "source": {"source_type": "CODE"},
+        "feedback": {"error": {"error_code": "RATE_LIMIT", "error_message": "judge unavailable"}},
+    }))
+    .await;
+
+    let (status, html) = get(&f.store, &format!("/traces/{}", f.trace_id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"<h2 id="assessments-heading">Assessments (4)</h2>"#), "{html}");
+    let section = &html[html.find("assessments-heading").unwrap()..html.find("tags-heading").unwrap()];
+    let rows: Vec<&str> = section.split("<tr").skip(2).collect();
+    assert_eq!(rows.len(), 4, "{section}");
+    // the valid ones first, the overridden judgement last, dimmed
+    assert!(
+        rows[0].contains("relevance") && rows[0].contains("<td>true</td>") && rows[0].contains("HUMAN"),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1].contains("expected_answer")
+            && rows[1].contains("Expectation")
+            && rows[1].contains(r#"{&quot;steps&quot;:2}"#),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].contains("error: RATE_LIMIT judge unavailable") && rows[2].contains("CODE"),
+        "{}",
+        rows[2]
+    );
+    let old = rows[3];
+    assert!(old.starts_with(r#" class="overridden""#) && old.contains("(overridden)"), "{old}");
+    assert!(old.contains("<td>false</td>") && old.contains("judge-&lt;1&gt;"), "{old}");
+    assert!(old.contains("the tool answered &lt;nothing&gt;"), "escaped: {old}");
+    let link = format!(r#"href="/traces/{}?span={}""#, f.trace_id, f.failing_span);
+    assert!(old.contains(&link), "the assessed span is linked: {old}");
 }
 
 #[tokio::test]
