@@ -853,7 +853,7 @@ fn assessments(trace_id: &str, all: &[Value]) -> Markup {
                         @let overridden = a.get("valid") == Some(&Value::Bool(false));
                         @let source = a.get("source").cloned().unwrap_or_default();
                         @let span = text(a, "span_id");
-                        tr.overridden[overridden] {
+                        tr class=[overridden.then_some("overridden")] {
                             th scope="row" {
                                 (text(a, "assessment_name"))
                                 @if overridden { " " span.muted { "(overridden)" } }
