@@ -85,8 +85,7 @@ const MODELS: [&str; 4] = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70
 /// (a root and its children), each span padded to about `span_bytes` with an inputs payload of
 /// made-up prose ([`Vocabulary`]).
 /// Ids are derived from `run` and the span's index, so a trace continues across batches.
-fn batch(args: &Args, run: u128, n: u64) -> Vec<u8> {
-    let vocabulary = Vocabulary::new();
+fn batch(args: &Args, vocabulary: &Vocabulary, run: u128, n: u64) -> Vec<u8> {
     let spacing = args.trace_spacing_ms * 1_000_000;
     let per_trace = args.spans_per_trace;
     let mut out = Vec::with_capacity(args.spans_per_batch);
@@ -192,7 +191,9 @@ fn main() -> anyhow::Result<()> {
     let args = Arc::new(parse_args()?);
     // Bodies are built before the clock starts; `run` makes every invocation's ids fresh.
     let run = u128::from_str_radix(&TraceId::random().to_string(), 16)?;
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.batches).map(|n| batch(&args, run, n)).collect());
+    let vocabulary = Vocabulary::new();
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..args.batches).map(|n| batch(&args, &vocabulary, run, n)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
