@@ -331,7 +331,10 @@ impl LakeTable {
             Err(DeltaTableError::Generic(e)) if e.contains("No files") => Vec::new(),
             Err(e) => return Err(delta_error(&self.name, "plan a vacuum", e)),
         };
-        let new = due.iter().filter(|f| !self.vacuumed.lock().contains(*f)).count();
+        let new = {
+            let vacuumed = self.vacuumed.lock();
+            due.iter().filter(|f| !vacuumed.contains(*f)).count()
+        };
         if new > 0 {
             match vacuum().await {
                 Ok((updated, _)) => {

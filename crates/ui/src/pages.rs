@@ -853,6 +853,7 @@ fn assessments(trace_id: &str, all: &[Value]) -> Markup {
                         @let overridden = a.get("valid") == Some(&Value::Bool(false));
                         @let source = a.get("source").cloned().unwrap_or_default();
                         @let span = text(a, "span_id");
+                        @let source_id = text(&source, "source_id");
                         tr class=[overridden.then_some("overridden")] {
                             th scope="row" {
                                 (text(a, "assessment_name"))
@@ -862,7 +863,7 @@ fn assessments(trace_id: &str, all: &[Value]) -> Markup {
                             td { (shorten(&assessment_value(a), 400)) }
                             td {
                                 (text(&source, "source_type"))
-                                @if !text(&source, "source_id").is_empty() { " " span.muted { (text(&source, "source_id")) } }
+                                @if !source_id.is_empty() { " " span.muted { (source_id) } }
                             }
                             td { (shorten(&text(a, "rationale"), 400)) }
                             td { @if !span.is_empty() { a href=(trace_href(trace_id, Some(&span))) { code { (span) } } } }
