@@ -14,6 +14,7 @@ use deltalake::kernel::StructField;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::protocol::SaveMode;
 use deltalake::table::config::TablePropertiesExt as _;
+use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use tokio::sync::RwLock;
 use tracelake_store::{StoreError, StoreResult};
@@ -210,14 +211,16 @@ impl LakeTable {
             return Ok(());
         }
         let mut guard = self.table.write().await;
-        let table = guard.clone();
-        let updated = table
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_partition_columns([PARTITION])
-            .await
-            .map_err(|e| delta_error(&self.name, "append", e))?;
-        *guard = self.settled(updated).await;
+        let mut table = guard.clone();
+        let error = |e| delta_error(&self.name, "append", e);
+        // Delta's writer for appends: encodes the rows and commits their files, without
+        // planning a DataFusion query for each commit as a general write does.
+        let mut writer = RecordBatchWriter::for_table(&table).map_err(error)?;
+        for batch in batches {
+            writer.write(batch).await.map_err(error)?;
+        }
+        writer.flush_and_commit(&mut table).await.map_err(error)?;
+        *guard = self.settled(table).await;
         Ok(())
     }
 
