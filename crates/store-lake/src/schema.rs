@@ -21,7 +21,7 @@ use deltalake::datafusion::prelude::{Expr, SessionContext, col, lit};
 use parking_lot::RwLock;
 use tokio::sync::Mutex;
 use tracelake_model::{Span, SpanOrigin, Trace, TraceId, TraceInfo};
-use tracelake_store::derive::{Stored, apply_batch, batch_traces, order_spans};
+use tracelake_store::derive::{Stored, apply_batch, batch_traces, for_write, order_spans};
 use tracelake_store::{Experiment, StoreError, StoreResult, WriteBatch};
 
 use crate::columns::{
@@ -31,7 +31,8 @@ use crate::columns::{
 use crate::table::{LakeTable, delta_error};
 
 /// Spans kept in memory for recently written traces, so that spans arriving in several
-/// batches do not read the tables back.
+/// batches do not read the tables back. They are kept as a write reads them
+/// ([`for_write`]): roots whole, the others without their contents.
 const RECENT_SPANS: usize = 262_144;
 
 /// Trace ids per `IN (...)` list when reading traces back.
@@ -283,7 +284,8 @@ impl LakeSchema {
             let infos = self.load_infos(&missing).await?;
             let mut spans = self.load_spans(&missing).await?;
             for (id, info) in infos {
-                let spans = spans.remove(&id).unwrap_or_default();
+                let spans: Vec<Span> =
+                    spans.remove(&id).unwrap_or_default().into_iter().map(for_write).collect();
                 state.recent_spans += spans.len();
                 state.recent.insert(id, Recent { info, spans, touched: write_number });
             }
@@ -351,7 +353,8 @@ impl LakeSchema {
         self.known.write().extend(&ids);
         for ((c, info), id) in changed.into_iter().zip(infos).zip(ids) {
             state.recent_spans += c.spans.len();
-            state.recent.insert(id, Recent { info, spans: c.spans, touched: write_number });
+            let spans = c.spans.into_iter().map(for_write).collect();
+            state.recent.insert(id, Recent { info, spans, touched: write_number });
         }
         if state.recent_spans > RECENT_SPANS {
             // keep only what this write touched

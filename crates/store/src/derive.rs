@@ -28,6 +28,19 @@ pub fn outline(span: &Span) -> Span {
     )
 }
 
+/// A stored span reduced to what a write reads of it ([`refresh_from_spans`]): a root whole,
+/// any other span in [`outline`] with its token usage.
+pub fn for_write(span: Span) -> Span {
+    if span.is_root() {
+        return span;
+    }
+    let mut reduced = outline(&span);
+    if let Some(usage) = span.attributes.get_raw(keys::CHAT_TOKEN_USAGE) {
+        reduced.attributes.insert_raw(keys::CHAT_TOKEN_USAGE, usage.to_owned());
+    }
+    reduced
+}
+
 /// The outline of a span from its indexed fields (as [`outline`] makes it from the span).
 #[allow(clippy::too_many_arguments, reason = "one argument per indexed column")]
 pub fn outline_of(
