@@ -425,3 +425,48 @@ fn info_after_write(
     }
     info
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::conformance::span;
+
+    #[test]
+    fn a_trace_info_follows_from_spans_reduced_for_a_write_as_from_whole_ones() {
+        let t = TraceId::new(0x51).unwrap();
+        let mut root = span(t, 1, None, "agent", 1000, 1200);
+        root.attributes.insert(keys::INPUTS, &json!({"question": "why"}));
+        root.attributes.insert(keys::OUTPUTS, &json!({"answer": "because"}));
+        root.attributes.insert("mlflow.traceTag.team", "search");
+        let mut llm = span(t, 2, Some(1), "llm", 1010, 1100);
+        llm.attributes.insert(keys::SPAN_TYPE, "LLM");
+        llm.attributes.insert(keys::INPUTS, &json!({"prompt": "a long prompt"}));
+        llm.attributes.insert(
+            keys::CHAT_TOKEN_USAGE,
+            &json!({"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}),
+        );
+        llm.status = SpanStatus { code: StatusCode::Error, message: "rate limited".into() };
+        let whole = vec![root.clone(), llm.clone()];
+
+        let reduced: Vec<Span> = whole.iter().cloned().map(for_write).collect();
+        assert_eq!(reduced[0], root, "a root is kept whole");
+        let usage = llm.attributes.get_raw(keys::CHAT_TOKEN_USAGE).unwrap().to_owned();
+        let mut expected = outline(&llm);
+        expected.attributes.insert_raw(keys::CHAT_TOKEN_USAGE, usage);
+        assert_eq!(reduced[1], expected, "a child keeps its outline and token usage only");
+        assert_eq!(reduced[1].attributes.get_raw(keys::INPUTS), None);
+
+        let from_whole = info_from_spans("tr-51", "0", &whole);
+        let from_reduced = info_from_spans("tr-51", "0", &reduced);
+        assert_eq!(from_reduced, from_whole);
+        // what the two agree on is there to agree on
+        let tokens: serde_json::Value =
+            serde_json::from_str(&from_whole.trace_metadata[metadata_keys::TOKEN_USAGE]).unwrap();
+        assert_eq!(tokens, json!({"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}));
+        assert_eq!(from_whole.tags["team"], "search");
+        assert!(from_whole.request_preview.as_deref().is_some_and(|p| p.contains("why")));
+        assert!(from_whole.response_preview.as_deref().is_some_and(|p| p.contains("because")));
+    }
+}
