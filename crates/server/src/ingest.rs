@@ -7,7 +7,6 @@
 //! dropped silently, and nothing acknowledged is lost on a graceful shutdown, which writes
 //! everything queued before the worker stops.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -85,40 +84,13 @@ async fn run(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Job>, max_items:
     }
 }
 
-/// Writes the jobs as one batch. If that fails, each job is written alone, so one bad request
-/// (an unknown experiment, say) does not fail the others it was grouped with.
+/// Writes the jobs as one group (see [`TraceStore::write_group`]): one that fails, fails alone.
 async fn commit(store: &dyn TraceStore, jobs: Vec<Job>) {
-    if jobs.len() == 1 {
-        let job = jobs.into_iter().next().expect("one job");
-        let result = store.write(job.batch).await;
-        let _ = job.done.send(result);
-        return;
-    }
-    // The jobs are kept for the fallback below, so the merged batch is a copy.
-    let mut merged = WriteBatch::default();
-    for job in &jobs {
-        merged.extend(job.batch.clone());
-    }
-    match store.write(merged).await {
-        Ok(infos) => {
-            for job in jobs {
-                let ids: HashSet<String> = job
-                    .batch
-                    .infos
-                    .iter()
-                    .map(|i| i.trace_id.clone())
-                    .chain(job.batch.spans.iter().map(|(_, s)| s.trace_id.to_mlflow_v3()))
-                    .collect();
-                let mine = infos.iter().filter(|i| ids.contains(&i.trace_id)).cloned().collect();
-                let _ = job.done.send(Ok(mine));
-            }
-        }
-        Err(_) => {
-            for job in jobs {
-                let result = store.write(job.batch).await;
-                let _ = job.done.send(result);
-            }
-        }
+    let (batches, done): (Vec<WriteBatch>, Vec<_>) = jobs.into_iter().map(|j| (j.batch, j.done)).unzip();
+    let results = store.write_group(batches).await;
+    debug_assert_eq!(results.len(), done.len(), "one result per batch");
+    for (done, result) in done.into_iter().zip(results) {
+        let _ = done.send(result);
     }
 }
 

@@ -169,6 +169,9 @@ impl SqliteStore {
             let mut writer = connect(&p)?;
             migrate(&mut writer)?;
             writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+            // A group commit's savepoints journal the pages they change again in memory, not
+            // in a temporary file.
+            writer.pragma_update(None, "temp_store", "MEMORY")?;
             let readers = (0..READERS)
                 .map(|_| connect(&p).map(|c| Arc::new(Mutex::new(c))))
                 .collect::<Result<_, _>>()?;
@@ -361,7 +364,7 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored<i64
 }
 
 /// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote.
-fn save(tx: &Transaction<'_>, changed: &Changed<i64>) -> StoreResult<()> {
+fn save(tx: &Connection, changed: &Changed<i64>) -> StoreResult<()> {
     let info = &changed.info;
     let key: i64 = tx
         .prepare_cached(
@@ -505,7 +508,8 @@ fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced)
     Ok(spans)
 }
 
-fn apply(tx: &Transaction<'_>, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+/// Applies `batch` on `tx`, a connection inside a transaction (or a savepoint of one).
+fn apply(tx: &Connection, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
@@ -830,6 +834,27 @@ impl TraceStore for SqliteStore {
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
         self.write_tx(move |tx| apply(tx, batch)).await
+    }
+
+    /// One transaction, one fsync, for the whole group; each batch under a savepoint of its
+    /// own, rolled back alone if it fails.
+    async fn write_group(&self, batches: Vec<WriteBatch>) -> Vec<StoreResult<Vec<TraceInfo>>> {
+        let n = batches.len();
+        let written = self
+            .write_tx(move |tx| {
+                let mut results = Vec::with_capacity(n);
+                for batch in batches {
+                    tx.execute_batch("SAVEPOINT batch").map_err(internal)?;
+                    let result = apply(tx, batch);
+                    let end =
+                        if result.is_ok() { "RELEASE batch" } else { "ROLLBACK TO batch; RELEASE batch" };
+                    tx.execute_batch(end).map_err(internal)?;
+                    results.push(result);
+                }
+                Ok(results)
+            })
+            .await;
+        written.unwrap_or_else(|e| vec![Err(e); n])
     }
 
     async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo> {

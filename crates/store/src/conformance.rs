@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
             a_trace_seen_only_through_spans_takes_its_info_from_them,
             a_trace_written_in_pieces_has_the_info_of_one_written_at_once,
             a_batch_is_all_or_nothing,
+            a_group_write_fails_only_its_bad_batches,
             writes_to_a_deleted_experiment_are_refused,
             search_answers_every_kind_of_filter,
             search_orders_and_pages_through_everything,
@@ -377,6 +378,34 @@ pub async fn a_batch_is_all_or_nothing(store: &dyn TraceStore) {
         WriteBatch { infos: vec![bad], spans: spans_batch("0", sample_spans(t)).spans, ..Default::default() };
     assert!(matches!(store.write(batch).await, Err(StoreError::InvalidArgument(_))));
     assert!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().is_empty());
+}
+
+pub async fn a_group_write_fails_only_its_bad_batches(store: &dyn TraceStore) {
+    let (split, other, bad) = (trace_id(0x4A), trace_id(0x4B), trace_id(0x4C));
+    let spans = sample_spans(split);
+    let group = vec![
+        // a trace whose spans come in two batches of one group, the root last
+        spans_batch("0", vec![spans[1].clone()]),
+        spans_batch("999", vec![span(bad, 1, None, "nowhere", 1, 2)]),
+        spans_batch("0", vec![spans[0].clone(), span(other, 1, None, "other", 2000, 2010)]),
+    ];
+    let results = store.write_group(group).await;
+    assert_eq!(results.len(), 3, "one result per batch");
+    let ids = |r: &crate::StoreResult<Vec<TraceInfo>>| {
+        let mut ids: Vec<String> = r.as_ref().unwrap().iter().map(|i| i.trace_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&results[0]), [split.to_mlflow_v3()]);
+    assert!(matches!(&results[1], Err(StoreError::NotFound(m)) if m.contains("999")), "{:?}", results[1]);
+    assert_eq!(ids(&results[2]), [split.to_mlflow_v3(), other.to_mlflow_v3()]);
+    let third = results[2].as_ref().unwrap();
+    let info = third.iter().find(|i| i.trace_id == split.to_mlflow_v3()).unwrap();
+    assert_eq!((info.state, info.request_time_ms), (TraceState::Ok, 1000), "the root completes the trace");
+
+    let stored = store.get_traces(&[split.to_mlflow_v3(), other.to_mlflow_v3()]).await.unwrap();
+    assert_eq!(stored.iter().map(|t| t.spans.len()).collect::<Vec<_>>(), [2, 1]);
+    assert!(matches!(store.get_trace_info(&bad.to_mlflow_v3()).await, Err(StoreError::NotFound(_))));
 }
 
 pub async fn writes_to_a_deleted_experiment_are_refused(store: &dyn TraceStore) {

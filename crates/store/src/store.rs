@@ -123,6 +123,34 @@ pub trait TraceStore: Send + Sync + 'static {
     /// batch touched, as stored after it.
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>;
 
+    /// Applies several batches together, as group commit does: one result per batch, in order.
+    /// Each batch is all or nothing on its own, so one that fails (an unknown experiment, say)
+    /// fails alone; every batch that succeeds is durable when this returns.
+    ///
+    /// The default writes the batches merged into one [`write`](Self::write) and, if that
+    /// fails, each alone (the merged batch is a copy). A backend that can isolate batches
+    /// inside one transaction, with savepoints, needs neither the copy nor the second try.
+    async fn write_group(&self, batches: Vec<WriteBatch>) -> Vec<StoreResult<Vec<TraceInfo>>> {
+        if batches.len() == 1 {
+            let batch = batches.into_iter().next().expect("one batch");
+            return vec![self.write(batch).await];
+        }
+        let mut merged = WriteBatch::default();
+        for batch in &batches {
+            merged.extend(batch.clone());
+        }
+        match self.write(merged).await {
+            Ok(infos) => batches.iter().map(|batch| Ok(infos_of(batch, &infos))).collect(),
+            Err(_) => {
+                let mut results = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    results.push(self.write(batch).await);
+                }
+                results
+            }
+        }
+    }
+
     async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo>;
 
     /// The traces among `trace_ids` that exist, with their spans (root first, then by start
@@ -162,4 +190,11 @@ pub trait TraceStore: Send + Sync + 'static {
 
     /// Associates traces with a run, so `run_id = '...'` finds them.
     async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()>;
+}
+
+/// The infos among `infos` of the traces `batch` touches.
+fn infos_of(batch: &WriteBatch, infos: &[TraceInfo]) -> Vec<TraceInfo> {
+    let ids: std::collections::HashSet<String> =
+        crate::derive::batch_traces(batch).into_iter().map(|(id, _)| id).collect();
+    infos.iter().filter(|i| ids.contains(&i.trace_id)).cloned().collect()
 }
