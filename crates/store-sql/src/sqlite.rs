@@ -169,8 +169,8 @@ impl SqliteStore {
             let mut writer = connect(&p)?;
             migrate(&mut writer)?;
             writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
-            // A group commit's savepoints journal the pages they change again in memory, not
-            // in a temporary file.
+            // The savepoints of a group commit keep their sub-journals (the pages a batch
+            // changes, as they were before it) in memory rather than in temporary files.
             writer.pragma_update(None, "temp_store", "MEMORY")?;
             let readers = (0..READERS)
                 .map(|_| connect(&p).map(|c| Arc::new(Mutex::new(c))))
