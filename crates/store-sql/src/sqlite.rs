@@ -141,8 +141,15 @@ fn add_matcher(
     })
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &mut Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied > MIGRATIONS.len() as i64 {
+        return Err(format!(
+            "its schema is version {applied}, newer than this tracelake knows ({}): upgrade tracelake",
+            MIGRATIONS.len()
+        )
+        .into());
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -105,3 +105,15 @@ async fn a_bad_pattern_is_the_callers_error() {
         assert!(matches!(err, StoreError::InvalidArgument(_)), "{filter}: {err:?}");
     }
 }
+
+/// A database from a newer tracelake (a schema version this one does not know) is refused, not
+/// misread.
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracelake.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+    assert!(err.contains("version 99, newer than this tracelake knows"), "{err}");
+}
