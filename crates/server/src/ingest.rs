@@ -30,6 +30,7 @@ struct Job {
 #[derive(Clone)]
 pub struct IngestService {
     tx: mpsc::Sender<Job>,
+    store: Arc<dyn TraceStore>,
 }
 
 impl std::fmt::Debug for IngestService {
@@ -46,20 +47,24 @@ impl IngestService {
         max_write_items: usize,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue_requests.max(1));
-        let worker = tokio::spawn(run(store, rx, max_write_items.max(1)));
-        (Self { tx }, worker)
+        let worker = tokio::spawn(run(store.clone(), rx, max_write_items.max(1)));
+        (Self { tx, store }, worker)
     }
 
     /// Writes a batch; returns once it is durable, with the infos of the traces it touched.
-    pub async fn write(&self, batch: WriteBatch) -> ApiResult<Vec<TraceInfo>> {
+    /// What the store can do ahead of the write ([`TraceStore::prepare`]) is done here, on the
+    /// request's task, once the queue has taken the request.
+    pub async fn write(&self, mut batch: WriteBatch) -> ApiResult<Vec<TraceInfo>> {
         let (done, result) = oneshot::channel();
-        match self.tx.try_send(Job { batch, done }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(ApiError::overloaded(1)),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+        let place = match self.tx.try_reserve() {
+            Ok(place) => place,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(ApiError::overloaded(1)),
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 return Err(ApiError::unavailable("the server is shutting down"));
             }
-        }
+        };
+        self.store.prepare(&mut batch);
+        place.send(Job { batch, done });
         match result.await {
             Ok(r) => r.map_err(ApiError::from),
             Err(_) => Err(ApiError::unavailable("the writer stopped before this request was written")),

@@ -20,7 +20,7 @@ use tracelake_store::lake::{INFO_TABLE, SPANS_TABLE, TRACE_LOCATION_TAG, parse_s
 use tracelake_store::{
     AssessmentChange, Attribute, Clause, DeleteTraces, Experiment, ExperimentQuery, Filter, LakeAccess,
     LifecycleStage, Literal, NewRun, Op, Page, Run, SqlFormat, SqlOutput, StoreError, StoreResult, Target,
-    TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    TraceQuery, TraceStore, ViewType, WriteBatch, validate, write_merged,
 };
 
 use crate::lake::Lake;
@@ -372,6 +372,33 @@ impl TraceStore for LakeStore {
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
         self.write_routed(batch).await
+    }
+
+    /// The tracking store prepares a batch that it alone will write: every location an
+    /// experiment last seen unlinked. (A stale answer costs only work: a store reads only what
+    /// it prepared, and the lake ignores it.)
+    fn prepare(&self, batch: &mut WriteBatch) {
+        let links = self.links.read();
+        let unlinked =
+            |location: &str| !is_lake_schema(location) && matches!(links.get(location), Some((None, _)));
+        if batch_locations(batch).is_ok_and(|locations| locations.iter().all(|l| unlinked(l))) {
+            drop(links);
+            self.control.prepare(batch);
+        }
+    }
+
+    /// A group that goes to the tracking store only is written there as one group (one
+    /// transaction); one that reaches the lake is written merged.
+    async fn write_group(&self, batches: Vec<WriteBatch>) -> Vec<StoreResult<Vec<TraceInfo>>> {
+        for batch in &batches {
+            let Ok(locations) = batch_locations(batch) else { return write_merged(self, batches).await };
+            for location in locations {
+                if !matches!(self.schema_for_location(&location).await, Ok(None)) {
+                    return write_merged(self, batches).await;
+                }
+            }
+        }
+        self.control.write_group(batches).await
     }
 
     async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo> {

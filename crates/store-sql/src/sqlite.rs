@@ -19,7 +19,7 @@ use tracelake_model::{Span, SpanId, Trace, TraceId, TraceInfo, keys, tag_keys};
 use tracelake_store::eval::{decode_page_token, encode_page_token};
 use tracelake_store::{
     AssessmentChange, Attribute, Clause, DeleteTraces, Experiment, LifecycleStage, Literal, NewRun, Op, Page,
-    Run, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
+    Prepared, Run, StoreError, StoreResult, Target, TraceQuery, TraceStore, ViewType, WriteBatch, validate,
 };
 
 use tracelake_store::derive::{Changed, Stored, apply_batch, batch_locations, batch_traces};
@@ -370,8 +370,9 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored<i64
     Ok(Some(row.into_stored(trace_id, tags, metadata)))
 }
 
-/// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote.
-fn save(tx: &Connection, changed: &Changed<i64>) -> StoreResult<()> {
+/// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote
+/// (their JSON from `serialized` when the batch was prepared).
+fn save(tx: &Connection, changed: &Changed<i64>, serialized: &SerializedIndex<'_>) -> StoreResult<()> {
     let info = &changed.info;
     let key: i64 = tx
         .prepare_cached(
@@ -449,6 +450,14 @@ fn save(tx: &Connection, changed: &Changed<i64>) -> StoreResult<()> {
         )
         .map_err(internal)?;
     for span in changed.written_spans() {
+        let fresh;
+        let content = match serialized.get(&(span.trace_id, span.span_id.to_u64())) {
+            Some(json) => *json,
+            None => {
+                fresh = serde_json::to_string(span).map_err(internal)?;
+                fresh.as_str()
+            }
+        };
         upsert
             .execute(params![
                 key,
@@ -460,7 +469,7 @@ fn save(tx: &Connection, changed: &Changed<i64>) -> StoreResult<()> {
                 span.start_time_unix_nano as i64,
                 span.end_time_unix_nano.map(|e| e as i64),
                 span.attributes.get_raw(keys::CHAT_TOKEN_USAGE),
-                serde_json::to_string(span).map_err(internal)?,
+                content,
             ])
             .map_err(internal)?;
     }
@@ -515,8 +524,29 @@ fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced)
     Ok(spans)
 }
 
+/// The span dicts of a batch as JSON, made ahead of the write ([`TraceStore::prepare`]): one
+/// per span of the batch, in its order, with the trace and span id it was made for.
+struct SerializedSpans(Vec<((TraceId, u64), String)>);
+
+/// Serialized spans by trace and span id; the last of an id wins, as its span does.
+type SerializedIndex<'a> = HashMap<(TraceId, u64), &'a str>;
+
+fn serialize_spans(batch: &WriteBatch) -> StoreResult<SerializedSpans> {
+    let mut out = Vec::with_capacity(batch.spans.len());
+    for (_, span) in &batch.spans {
+        out.push(((span.trace_id, span.span_id.to_u64()), serde_json::to_string(span).map_err(internal)?));
+    }
+    Ok(SerializedSpans(out))
+}
+
 /// Applies `batch` on `tx`, a connection inside a transaction (or a savepoint of one).
-fn apply(tx: &Connection, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+fn apply(tx: &Connection, mut batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
+    let prepared = batch.prepared.take();
+    let serialized: SerializedIndex<'_> = prepared
+        .as_ref()
+        .and_then(|p| p.get::<SerializedSpans>())
+        .map(|s| s.0.iter().map(|(k, json)| (*k, json.as_str())).collect())
+        .unwrap_or_default();
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
@@ -533,7 +563,7 @@ fn apply(tx: &Connection, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     }
     let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
     for c in &changed {
-        save(tx, c)?;
+        save(tx, c, &serialized)?;
     }
     Ok(changed.into_iter().map(|c| c.info).collect())
 }
@@ -841,6 +871,14 @@ impl TraceStore for SqliteStore {
 
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
         self.write_tx(move |tx| apply(tx, batch)).await
+    }
+
+    /// Serializes the batch's span dicts, off the one writer thread. Left undone on failure:
+    /// the write does it again and reports the error.
+    fn prepare(&self, batch: &mut WriteBatch) {
+        if let Ok(serialized) = serialize_spans(batch) {
+            batch.prepared = Some(Prepared::new(serialized));
+        }
     }
 
     /// One transaction, one fsync, for the whole group; each batch under a savepoint of its

@@ -31,6 +31,7 @@ macro_rules! conformance_suite {
             a_trace_written_in_pieces_has_the_info_of_one_written_at_once,
             a_batch_is_all_or_nothing,
             a_group_write_fails_only_its_bad_batches,
+            prepared_batches_store_what_they_hold,
             writes_to_a_deleted_experiment_are_refused,
             search_answers_every_kind_of_filter,
             search_orders_and_pages_through_everything,
@@ -378,6 +379,37 @@ pub async fn a_batch_is_all_or_nothing(store: &dyn TraceStore) {
         WriteBatch { infos: vec![bad], spans: spans_batch("0", sample_spans(t)).spans, ..Default::default() };
     assert!(matches!(store.write(batch).await, Err(StoreError::InvalidArgument(_))));
     assert!(store.get_traces(&[t.to_mlflow_v3()]).await.unwrap().is_empty());
+}
+
+/// A batch prepared ahead of its write ([`TraceStore::prepare`]) stores what it holds, alone or
+/// in a group, the last span of a repeated id winning.
+pub async fn prepared_batches_store_what_they_hold(store: &dyn TraceStore) {
+    let (t, u) = (trace_id(0x5A), trace_id(0x5B));
+    // a first write, so that a store that prepares only for places it knows has seen this one
+    store.write(spans_batch("0", vec![span(u, 1, None, "first", 1, 2)])).await.unwrap();
+    let mut alone = spans_batch(
+        "0",
+        vec![
+            span(t, 1, None, "draft", 1000, 1100),
+            span(t, 2, Some(1), "child", 1010, 1020),
+            span(t, 1, None, "root", 1000, 1100),
+        ],
+    );
+    store.prepare(&mut alone);
+    store.write(alone).await.unwrap();
+    let mut first = spans_batch("0", vec![span(u, 2, Some(1), "draft", 3, 4)]);
+    let mut second = spans_batch("0", vec![span(u, 2, Some(1), "kept", 3, 4)]);
+    store.prepare(&mut first);
+    store.prepare(&mut second);
+    for result in store.write_group(vec![first, second]).await {
+        result.unwrap();
+    }
+    let traces = store.get_traces(&[t.to_mlflow_v3(), u.to_mlflow_v3()]).await.unwrap();
+    let names = |i: usize| traces[i].spans.iter().map(|s| s.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(0), ["root", "child"]);
+    assert_eq!(names(1), ["first", "kept"]);
+    let root = store.get_span(&t.to_mlflow_v3(), SpanId::new(1).unwrap()).await.unwrap().unwrap();
+    assert_eq!(root, traces[0].spans[0]);
 }
 
 pub async fn a_group_write_fails_only_its_bad_batches(store: &dyn TraceStore) {

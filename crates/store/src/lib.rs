@@ -45,8 +45,8 @@ pub use filter::{
 };
 pub use lake::{LakeAccess, SqlFormat, SqlOutput};
 pub use memory::InMemoryStore;
-pub use store::{StoreError, StoreResult, TraceStore};
+pub use store::{StoreError, StoreResult, TraceStore, write_merged};
 pub use types::{
-    DeleteTraces, Experiment, ExperimentQuery, LifecycleStage, NewRun, Page, RUN_STATUSES, Run, TraceQuery,
-    ViewType, WriteBatch,
+    DeleteTraces, Experiment, ExperimentQuery, LifecycleStage, NewRun, Page, Prepared, RUN_STATUSES, Run,
+    TraceQuery, ViewType, WriteBatch,
 };

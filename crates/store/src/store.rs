@@ -123,6 +123,12 @@ pub trait TraceStore: Send + Sync + 'static {
     /// batch touched, as stored after it.
     async fn write(&self, batch: WriteBatch) -> StoreResult<Vec<TraceInfo>>;
 
+    /// Does for `batch` what can be done before it reaches the writer, on the caller's thread,
+    /// leaving the result in [`WriteBatch::prepared`]. The server calls it for each request as
+    /// it arrives, so this work runs beside the write of the requests ahead of it rather than
+    /// inside it. The default does nothing.
+    fn prepare(&self, _batch: &mut WriteBatch) {}
+
     /// Applies several batches together, as group commit does: one result per batch, in order.
     /// Each batch is all or nothing on its own, so one that fails (an unknown experiment, say)
     /// fails alone; every batch that succeeds is durable when this returns.
@@ -131,24 +137,7 @@ pub trait TraceStore: Send + Sync + 'static {
     /// fails, each alone (the merged batch is a copy). A backend that can isolate batches
     /// inside one transaction, with savepoints, needs neither the copy nor the second try.
     async fn write_group(&self, batches: Vec<WriteBatch>) -> Vec<StoreResult<Vec<TraceInfo>>> {
-        if batches.len() == 1 {
-            let batch = batches.into_iter().next().expect("one batch");
-            return vec![self.write(batch).await];
-        }
-        let mut merged = WriteBatch::default();
-        for batch in &batches {
-            merged.extend(batch.clone());
-        }
-        match self.write(merged).await {
-            Ok(infos) => batches.iter().map(|batch| Ok(infos_of(batch, &infos))).collect(),
-            Err(_) => {
-                let mut results = Vec::with_capacity(batches.len());
-                for batch in batches {
-                    results.push(self.write(batch).await);
-                }
-                results
-            }
-        }
+        write_merged(self, batches).await
     }
 
     async fn get_trace_info(&self, trace_id: &str) -> StoreResult<TraceInfo>;
@@ -190,6 +179,32 @@ pub trait TraceStore: Send + Sync + 'static {
 
     /// Associates traces with a run, so `run_id = '...'` finds them.
     async fn link_traces_to_run(&self, trace_ids: &[String], run_id: &str) -> StoreResult<()>;
+}
+
+/// [`TraceStore::write_group`] as its default does it: the batches merged into one
+/// [`write`](TraceStore::write) and, if that fails, each alone.
+pub async fn write_merged<S: TraceStore + ?Sized>(
+    store: &S,
+    batches: Vec<WriteBatch>,
+) -> Vec<StoreResult<Vec<TraceInfo>>> {
+    if batches.len() == 1 {
+        let batch = batches.into_iter().next().expect("one batch");
+        return vec![store.write(batch).await];
+    }
+    let mut merged = WriteBatch::default();
+    for batch in &batches {
+        merged.extend(batch.clone());
+    }
+    match store.write(merged).await {
+        Ok(infos) => batches.iter().map(|batch| Ok(infos_of(batch, &infos))).collect(),
+        Err(_) => {
+            let mut results = Vec::with_capacity(batches.len());
+            for batch in batches {
+                results.push(store.write(batch).await);
+            }
+            results
+        }
+    }
 }
 
 /// The infos among `infos` of the traces `batch` touches.

@@ -61,6 +61,32 @@ pub struct WriteBatch {
     /// The origin of each span (`origins[i]` for `spans[i]`); shorter than `spans` when some
     /// are unknown.
     pub origins: Vec<Arc<SpanOrigin>>,
+    /// What the store worked out of this batch ahead of its write
+    /// ([`TraceStore::prepare`](crate::TraceStore::prepare)); a store reads only what it made
+    /// itself, and does the work at write time when this is missing.
+    pub prepared: Option<Prepared>,
+}
+
+/// Work a store did on a batch ahead of writing it, kept with the batch: each store decides
+/// what (the SQLite store: its span contents, encoded as they are stored).
+#[derive(Clone)]
+pub struct Prepared(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Prepared {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Prepared {
+        Prepared(Arc::new(value))
+    }
+
+    /// What was prepared, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(..)")
+    }
 }
 
 impl WriteBatch {
@@ -81,6 +107,8 @@ impl WriteBatch {
         self.infos.extend(other.infos);
         self.spans.extend(other.spans);
         self.origins.extend(other.origins);
+        // prepared for other spans than the merged batch holds
+        self.prepared = None;
     }
 }
 
