@@ -68,7 +68,7 @@ pub struct WriteBatch {
 }
 
 /// Work a store did on a batch ahead of writing it, kept with the batch: each store decides
-/// what (the SQLite store: its span contents, encoded as they are stored).
+/// what (the SQLite store: each span's dict as the JSON it stores).
 #[derive(Clone)]
 pub struct Prepared(Arc<dyn std::any::Any + Send + Sync>);
 
