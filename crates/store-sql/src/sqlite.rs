@@ -372,7 +372,7 @@ fn load_info(conn: &Connection, trace_id: &str) -> StoreResult<Option<Stored<i64
 
 /// Saves a trace a batch changed: its row, tags and metadata, and the spans the batch wrote
 /// (their JSON from `serialized` when the batch was prepared).
-fn save(tx: &Connection, changed: &Changed<i64>, serialized: &SerializedIndex<'_>) -> StoreResult<()> {
+fn save(tx: &Connection, changed: &Changed<i64>, serialized: Option<&SerializedSpans>) -> StoreResult<()> {
     let info = &changed.info;
     let key: i64 = tx
         .prepare_cached(
@@ -451,8 +451,8 @@ fn save(tx: &Connection, changed: &Changed<i64>, serialized: &SerializedIndex<'_
         .map_err(internal)?;
     for span in changed.written_spans() {
         let fresh;
-        let content = match serialized.get(&(span.trace_id, span.span_id.to_u64())) {
-            Some(json) => *json,
+        let content = match serialized.and_then(|s| s.0.get(&(span.trace_id, span.span_id.to_u64()))) {
+            Some(json) => json.as_str(),
             None => {
                 fresh = serde_json::to_string(span).map_err(internal)?;
                 fresh.as_str()
@@ -524,17 +524,14 @@ fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced)
     Ok(spans)
 }
 
-/// The span dicts of a batch as JSON, made ahead of the write ([`TraceStore::prepare`]): one
-/// per span of the batch, in its order, with the trace and span id it was made for.
-struct SerializedSpans(Vec<((TraceId, u64), String)>);
-
-/// Serialized spans by trace and span id; the last of an id wins, as its span does.
-type SerializedIndex<'a> = HashMap<(TraceId, u64), &'a str>;
+/// The span dicts of a batch as JSON, made ahead of the write ([`TraceStore::prepare`]), by
+/// trace and span id; the last span of an id wins, as it does in the write.
+struct SerializedSpans(HashMap<(TraceId, u64), String>);
 
 fn serialize_spans(batch: &WriteBatch) -> StoreResult<SerializedSpans> {
-    let mut out = Vec::with_capacity(batch.spans.len());
+    let mut out = HashMap::with_capacity(batch.spans.len());
     for (_, span) in &batch.spans {
-        out.push(((span.trace_id, span.span_id.to_u64()), serde_json::to_string(span).map_err(internal)?));
+        out.insert((span.trace_id, span.span_id.to_u64()), serde_json::to_string(span).map_err(internal)?);
     }
     Ok(SerializedSpans(out))
 }
@@ -542,11 +539,7 @@ fn serialize_spans(batch: &WriteBatch) -> StoreResult<SerializedSpans> {
 /// Applies `batch` on `tx`, a connection inside a transaction (or a savepoint of one).
 fn apply(tx: &Connection, mut batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> {
     let prepared = batch.prepared.take();
-    let serialized: SerializedIndex<'_> = prepared
-        .as_ref()
-        .and_then(|p| p.get::<SerializedSpans>())
-        .map(|s| s.0.iter().map(|(k, json)| (*k, json.as_str())).collect())
-        .unwrap_or_default();
+    let serialized = prepared.as_ref().and_then(|p| p.get::<SerializedSpans>());
     // Validate everything before touching anything (the transaction would roll back anyway,
     // but this gives the clearer error).
     let mut experiments: BTreeMap<String, Experiment> = BTreeMap::new();
@@ -563,7 +556,7 @@ fn apply(tx: &Connection, mut batch: WriteBatch) -> StoreResult<Vec<TraceInfo>> 
     }
     let changed = apply_batch(batch, &touched, stored, stored_spans, &experiments)?;
     for c in &changed {
-        save(tx, c, &serialized)?;
+        save(tx, c, serialized)?;
     }
     Ok(changed.into_iter().map(|c| c.info).collect())
 }
