@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::attributes::Attributes;
 use crate::ids::{SpanId, TraceId};
+use crate::json_text;
 use crate::span::{Link, Span, SpanEvent, SpanKind, SpanStatus, StatusCode};
 use crate::trace::{Trace, TraceInfo, TraceLocation, TraceState};
 
@@ -270,6 +271,70 @@ impl Serialize for Span {
 }
 
 impl Span {
+    /// The span dict as compact JSON: exactly `serde_json::to_string(span)`, written directly
+    /// (the stores keep every span in this form, and most of its bytes are attribute text that
+    /// [`json_text::write_str`] escapes faster than `serde_json` does).
+    pub fn to_dict_json(&self) -> String {
+        use std::fmt::Write as _;
+        let text: usize = self.attributes.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        let mut out = String::with_capacity(320 + self.name.len() + text);
+        let b64 = |out: &mut String, bytes: &[u8]| {
+            let mut buf = [0u8; 24]; // 16 bytes encode to 24
+            let n = BASE64.encode_slice(bytes, &mut buf).expect("ids fit 24 base64 digits");
+            out.push('"');
+            out.push_str(std::str::from_utf8(&buf[..n]).expect("base64 is ASCII"));
+            out.push('"');
+        };
+        out.push_str("{\"trace_id\":");
+        b64(&mut out, &self.trace_id.to_bytes());
+        out.push_str(",\"span_id\":");
+        b64(&mut out, &self.span_id.to_bytes());
+        out.push_str(",\"parent_span_id\":");
+        match self.parent_id {
+            Some(p) => b64(&mut out, &p.to_bytes()),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"name\":");
+        json_text::write_str(&mut out, &self.name);
+        let _ =
+            write!(out, ",\"start_time_unix_nano\":{},\"end_time_unix_nano\":", self.start_time_unix_nano);
+        match self.end_time_unix_nano {
+            Some(end) => {
+                let _ = write!(out, "{end}");
+            }
+            None => out.push_str("null"),
+        }
+        // Events and links are rare and hold plain values: serde_json writes them (to a
+        // string, which never fails for these).
+        out.push_str(",\"events\":");
+        if self.events.is_empty() {
+            out.push_str("[]");
+        } else {
+            out.push_str(&serde_json::to_string(&Events(&self.events)).unwrap_or_else(|_| "[]".into()));
+        }
+        out.push_str(",\"status\":{\"code\":");
+        json_text::write_str(&mut out, self.status.code.as_otlp_name());
+        out.push_str(",\"message\":");
+        json_text::write_str(&mut out, &self.status.message);
+        out.push_str("},\"attributes\":{");
+        for (i, (k, v)) in self.attributes.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_text::write_str(&mut out, k);
+            out.push(':');
+            json_text::write_str(&mut out, v);
+        }
+        out.push_str("},\"links\":");
+        if self.links.is_empty() {
+            out.push_str("[]");
+        } else {
+            out.push_str(&serde_json::to_string(&Links(&self.links)).unwrap_or_else(|_| "[]".into()));
+        }
+        out.push('}');
+        out
+    }
+
     /// Reads an MLflow span dict.
     pub fn from_dict(value: &Value) -> Result<Span, DictError> {
         Self::from_dict_at(value, "span")
@@ -847,6 +912,51 @@ mod tests {
         assert_eq!(format_duration_ms(171), "0.171s");
         assert_eq!(parse_duration_ms("0.171s"), Some(171));
         assert_eq!(parse_duration_ms("3s"), Some(3000));
+    }
+
+    #[test]
+    fn the_direct_span_dict_is_what_serde_writes() {
+        let mut attributes = Attributes::new();
+        attributes
+            .insert("mlflow.spanInputs", &serde_json::json!({"q": "a \"quoted\"\nline ✓", "n": [1, 2.5]}));
+        attributes.insert_raw("foreign", "not json \\ at all\u{1}".to_owned());
+        attributes.insert("mlflow.spanType", "LLM");
+        let full = Span {
+            trace_id: TraceId::new(0x0976_bfff_5d59_ceb4_129a_32ba_e600_dae8).unwrap(),
+            span_id: SpanId::new(7).unwrap(),
+            parent_id: SpanId::new(3),
+            name: "a \"named\" step\t✓".to_owned().into(),
+            kind: SpanKind::Client,
+            start_time_unix_nano: 1_795_314_263_775_396_094,
+            end_time_unix_nano: Some(1_795_314_263_851_565_106),
+            status: SpanStatus { code: StatusCode::Error, message: "boom\n\"why\"".into() },
+            attributes,
+            events: vec![SpanEvent {
+                name: "exception".into(),
+                time_unix_nano: 12,
+                attributes: serde_json::json!({"exception.message": "bad \"thing\"", "n": 1})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            }],
+            links: vec![Link {
+                trace_id: "tr-0976bfff5d59ceb4129a32bae600dae8".into(),
+                span_id: "0000000000000003".into(),
+                attributes: None,
+            }],
+        };
+        let bare = Span {
+            parent_id: None,
+            end_time_unix_nano: None,
+            status: SpanStatus::default(),
+            attributes: Attributes::new(),
+            events: vec![],
+            links: vec![],
+            ..full.clone()
+        };
+        for span in [full, bare] {
+            assert_eq!(span.to_dict_json(), serde_json::to_string(&span).unwrap());
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@
 mod attributes;
 mod dict;
 mod ids;
+pub mod json_text;
 mod span;
 pub mod summary;
 mod trace;

@@ -4,8 +4,6 @@
 //! These are pure functions so the SDK (when a root span ends) and the server (when spans
 //! arrive over OTLP without a trace info) compute them identically.
 
-use std::collections::{HashMap, HashSet};
-
 use serde_json::{Map, Value};
 
 use crate::attributes::keys;
@@ -130,25 +128,33 @@ pub mod token_keys {
 /// ancestor already reports usage is skipped, since frameworks that roll usage up onto a
 /// parent also report it on the children. `None` when no span reports usage.
 pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
-    let usage: HashMap<SpanId, Map<String, Value>> = spans
+    // By span id, the last of an id winning; only the counts are read, not the whole value.
+    let mut usage: Vec<(SpanId, UsageCounts)> = spans
         .iter()
-        .filter_map(|s| match s.attributes.get(keys::CHAT_TOKEN_USAGE) {
-            Some(Value::Object(m)) => Some((s.span_id, m)),
-            _ => None,
+        .filter_map(|s| {
+            let raw = s.attributes.get_raw(keys::CHAT_TOKEN_USAGE)?;
+            Some((s.span_id, serde_json::from_str::<UsageCounts>(raw).ok()?))
         })
         .collect();
     if usage.is_empty() {
         return None;
     }
-    let ids: HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
-    let parent: HashMap<SpanId, SpanId> = spans
-        .iter()
-        .filter_map(|s| s.parent_id.filter(|p| ids.contains(p)).map(|p| (s.span_id, p)))
-        .collect();
+    usage.reverse();
+    usage.sort_by_key(|(id, _)| *id); // stable: the last of an id comes first
+    usage.dedup_by_key(|(id, _)| *id);
+    let counts_of = |id: SpanId| usage.binary_search_by_key(&id, |(i, _)| *i).ok().map(|i| &usage[i].1);
+    let mut parents: Vec<(SpanId, Option<SpanId>)> = spans.iter().map(|s| (s.span_id, s.parent_id)).collect();
+    parents.sort_by_key(|(id, _)| *id);
+    let known = |id: SpanId| parents.binary_search_by_key(&id, |(i, _)| *i).is_ok();
+    // the parent of `id` when it is a span of this trace
+    let parent_of = |id: SpanId| {
+        let at = parents.binary_search_by_key(&id, |(i, _)| *i).ok()?;
+        parents[at].1.filter(|p| known(*p))
+    };
     let ancestor_has_usage = |mut id: SpanId| {
         let mut hops = 0;
-        while let Some(&p) = parent.get(&id) {
-            if usage.contains_key(&p) {
+        while let Some(p) = parent_of(id) {
+            if counts_of(p).is_some() {
                 return true;
             }
             id = p;
@@ -163,17 +169,15 @@ pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
     let mut totals = [0i64; 3];
     let mut optional = [None::<i64>; 3];
     for span in spans {
-        let Some(data) = usage.get(&span.span_id) else { continue };
+        let Some(counts) = counts_of(span.span_id) else { continue };
         if ancestor_has_usage(span.span_id) {
             continue;
         }
-        let count = |k: &str| data.get(k).and_then(Value::as_i64);
-        for (total, key) in totals.iter_mut().zip([token_keys::INPUT, token_keys::OUTPUT, token_keys::TOTAL])
-        {
-            *total += count(key).unwrap_or(0);
+        for (total, n) in totals.iter_mut().zip(&counts.0[..3]) {
+            *total += n.unwrap_or(0);
         }
-        for (slot, key) in optional.iter_mut().zip(token_keys::OPTIONAL) {
-            if let Some(n) = count(key) {
+        for (slot, n) in optional.iter_mut().zip(&counts.0[3..]) {
+            if let Some(n) = n {
                 *slot = Some(slot.unwrap_or(0) + n);
             }
         }
@@ -188,6 +192,99 @@ pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
         }
     }
     Some(out)
+}
+
+/// The counts of a token usage object, in the order input, output, total, then
+/// [`token_keys::OPTIONAL`]: a count is an integer (anything else counts as absent), a
+/// repeated key's last value wins, other keys are skipped, and anything but an object is
+/// refused.
+struct UsageCounts([Option<i64>; 6]);
+
+impl<'de> serde::Deserialize<'de> for UsageCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = UsageCounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a token usage object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UsageCounts, A::Error> {
+                let mut counts = [None; 6];
+                while let Some(CountKey(slot)) = map.next_key()? {
+                    match slot {
+                        Some(i) => counts[i] = map.next_value::<Count>()?.0,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(UsageCounts(counts))
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A usage key: its slot in [`UsageCounts`], `None` for keys not counted.
+struct CountKey(Option<usize>);
+
+impl<'de> serde::Deserialize<'de> for CountKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl serde::de::Visitor<'_> for Key {
+            type Value = CountKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<CountKey, E> {
+                let keys = [token_keys::INPUT, token_keys::OUTPUT, token_keys::TOTAL];
+                Ok(CountKey(keys.into_iter().chain(token_keys::OPTIONAL).position(|k| k == key)))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
+/// A count: an integer that fits an i64, or `None` for any other value (which is skipped).
+struct Count(Option<i64>);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Number;
+        impl<'de> serde::de::Visitor<'de> for Number {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
+                Ok(Count(Some(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
+                Ok(Count(i64::try_from(n).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+        }
+        d.deserialize_any(Number)
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +336,41 @@ mod tests {
             json!({"input_tokens": 11, "output_tokens": 6, "total_tokens": 17, "cache_read_input_tokens": 7})
         );
         assert_eq!(aggregate_token_usage(&[span(1, None, None)]), None);
+    }
+
+    #[test]
+    fn token_usage_counts_integers_only_and_reads_any_object() {
+        let spans = vec![
+            span(1, None, None),
+            // floats, strings, nested values and unknown keys count as nothing; a repeated
+            // key's last value wins
+            span(
+                2,
+                Some(1),
+                Some(json!({"input_tokens": 2.5, "output_tokens": "7", "total_tokens": {"n": [1]},
+                            "other": [1, {"a": null}], "cache_read_input_tokens": 4})),
+            ),
+            span(3, Some(1), Some(json!({}))),
+            span(4, Some(3), Some(json!({"input_tokens": 100}))), // under a span that reports usage
+            span(5, Some(1), Some(json!("not an object"))),
+            span(
+                6,
+                Some(9),
+                Some(json!({"output_tokens": 18_446_744_073_709_551_615u64, "total_tokens": 3})),
+            ),
+            span(7, Some(1), None),
+        ];
+        let mut spans = spans;
+        spans[6].attributes.insert_raw(
+            keys::CHAT_TOKEN_USAGE,
+            r#"{"input_tokens": 1, "input_tokens": 5, "output_tokens": 2}"#.to_owned(),
+        );
+        let total = aggregate_token_usage(&spans).unwrap();
+        assert_eq!(
+            Value::Object(total),
+            json!({"input_tokens": 5, "output_tokens": 2, "total_tokens": 3, "cache_read_input_tokens": 4})
+        );
+        assert_eq!(aggregate_token_usage(&[span(5, None, Some(json!([1, 2, 3])))]), None);
     }
 
     #[test]

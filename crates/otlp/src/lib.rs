@@ -21,17 +21,17 @@ pub mod rows;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status, span, status};
 use serde_json::{Map, Value};
 use tracelake_model::{
     Attributes, IdError, Link, Span, SpanEvent, SpanId, SpanKind, SpanOrigin, SpanStatus, StatusCode,
-    TraceId, encode_attribute, keys,
+    TraceId, encode_attribute, json_text, keys,
 };
 
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as TraceRequest;
-pub use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+pub use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
 pub use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 
 /// Why an OTLP payload cannot be ingested.
@@ -130,7 +130,7 @@ pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
         let raw = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
             // what `strip_double_encoding` would return, without encoding and decoding it first
             Some(any_value::Value::StringValue(text)) if holds_json_text(text) => text.clone(),
-            _ => encode_attribute(&kv.value.as_ref().map_or(Value::Null, any_value_to_json)),
+            value => attribute_json(value),
         };
         attributes.insert_raw(kv.key.clone(), raw);
     }
@@ -221,6 +221,88 @@ pub fn any_value_to_json(value: &AnyValue) -> Value {
         }
         Some(any_value::Value::StringValueStrindex(_)) => Value::Null,
     }
+}
+
+/// An OTLP value as MLflow stores an attribute value: `encode_attribute(&any_value_to_json(v))`,
+/// written directly rather than through a JSON value.
+pub fn attribute_json(value: Option<&any_value::Value>) -> String {
+    let mut out = String::with_capacity(text_len(value) + 16);
+    write_attribute_json(&mut out, value);
+    out
+}
+
+/// About how long the JSON of `value` is: its text, and a few bytes per element.
+fn text_len(value: Option<&any_value::Value>) -> usize {
+    match value {
+        Some(any_value::Value::StringValue(s)) => s.len() + 2,
+        Some(any_value::Value::ArrayValue(a)) => {
+            a.values.iter().map(|v| text_len(v.value.as_ref()) + 2).sum()
+        }
+        Some(any_value::Value::KvlistValue(kv)) => kv
+            .values
+            .iter()
+            .map(|e| e.key.len() + 6 + text_len(e.value.as_ref().and_then(|v| v.value.as_ref())))
+            .sum(),
+        _ => 8,
+    }
+}
+
+fn write_attribute_json(out: &mut String, value: Option<&any_value::Value>) {
+    use std::fmt::Write as _;
+    match value {
+        None | Some(any_value::Value::StringValueStrindex(_)) => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => json_text::write_str(out, s),
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        // serde_json writes a finite double as `Number::from_f64` does and the others as null
+        Some(any_value::Value::DoubleValue(d)) => {
+            out.push_str(&serde_json::to_string(d).unwrap_or_else(|_| "null".into()))
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            out.push('"');
+            for x in b {
+                let _ = write!(out, "{x:02x}");
+            }
+            out.push('"');
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push('[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_attribute_json(out, v.value.as_ref());
+            }
+            out.push(']');
+        }
+        // A JSON object holds a key once (the first place, the last value): a list that
+        // repeats one goes through the map.
+        Some(any_value::Value::KvlistValue(kv)) if repeats_a_key(&kv.values) => {
+            out.push_str(&encode_attribute(&key_values_to_map(&kv.values)));
+        }
+        Some(any_value::Value::KvlistValue(kv)) => {
+            out.push('{');
+            for (i, entry) in kv.values.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                json_text::write_str(out, &entry.key);
+                out.push_str(": ");
+                write_attribute_json(out, entry.value.as_ref().and_then(|v| v.value.as_ref()));
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn repeats_a_key(kvs: &[KeyValue]) -> bool {
+    if kvs.len() <= 16 {
+        return kvs.iter().enumerate().any(|(i, a)| kvs[..i].iter().any(|b| a.key == b.key));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(kvs.len());
+    !kvs.iter().all(|kv| seen.insert(kv.key.as_str()))
 }
 
 /// JSON as a typed OTLP value (what MLflow's client does before sending spans).

@@ -33,7 +33,7 @@ pub fn translate(span: &mut Span) {
     if !span.attributes.contains_key(keys::CHAT_TOKEN_USAGE)
         && let Some(usage) = token_usage(span)
     {
-        span.attributes.insert(keys::CHAT_TOKEN_USAGE, &usage);
+        span.attributes.insert_raw(keys::CHAT_TOKEN_USAGE, usage);
     }
     if !span.attributes.contains_key(keys::LLM_MODEL)
         && let Some(model) = first_str(
@@ -260,7 +260,9 @@ fn outputs(span: &Span) -> Option<Value> {
     event_messages(&span.events, &[("gen_ai.choice", "assistant")]).map(|m| json!({"messages": m}))
 }
 
-fn token_usage(span: &Span) -> Option<Value> {
+/// The token usage the span reports, as the JSON of `mlflow.chat.tokenUsage` (written
+/// directly: it is made for most LLM spans).
+fn token_usage(span: &Span) -> Option<String> {
     let pick = |keys: &[&str]| keys.iter().find_map(|k| int_attr(span, k));
     let input = pick(&["llm.token_count.prompt", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"])?;
     let output = pick(&[
@@ -268,19 +270,22 @@ fn token_usage(span: &Span) -> Option<Value> {
         "gen_ai.usage.output_tokens",
         "gen_ai.usage.completion_tokens",
     ])?;
-    let total = pick(&["llm.token_count.total", "llm.usage.total_tokens"]).unwrap_or(input + output);
-    let mut usage = json!({"input_tokens": input, "output_tokens": output, "total_tokens": total});
+    let total =
+        pick(&["llm.token_count.total", "llm.usage.total_tokens"]).unwrap_or(input.saturating_add(output));
+    let mut usage =
+        format!("{{\"input_tokens\": {input}, \"output_tokens\": {output}, \"total_tokens\": {total}");
     if let Some(n) = pick(&[
         "llm.token_count.prompt_details.cache_read",
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
     ]) {
-        usage["cache_read_input_tokens"] = json!(n);
+        usage.push_str(&format!(", \"cache_read_input_tokens\": {n}"));
     }
     if let Some(n) =
         pick(&["llm.token_count.prompt_details.cache_write", "gen_ai.usage.cache_creation.input_tokens"])
     {
-        usage["cache_creation_input_tokens"] = json!(n);
+        usage.push_str(&format!(", \"cache_creation_input_tokens\": {n}"));
     }
+    usage.push('}');
     Some(usage)
 }

@@ -102,3 +102,51 @@ fn malformed_payloads_are_refused_with_what_and_where() {
         "resource_spans[0].scope_spans[0].spans[0].span_id: invalid span id: expected 8 bytes, got 4"
     );
 }
+
+#[test]
+fn attribute_values_are_written_as_their_json_values_encode() {
+    use tracelake_otlp::{AnyValue, KeyValue, any_value, any_value_to_json, attribute_json};
+    use tracelake_otlp::{ArrayValue, KeyValueList};
+    let kv = |k: &str, v: any_value::Value| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let text = |s: &str| any_value::Value::StringValue(s.into());
+    let values = [
+        None,
+        Some(text("")),
+        Some(text("plain")),
+        Some(text("a \"quoted\"\nline\t✓ \\ \u{1}")),
+        Some(any_value::Value::BoolValue(true)),
+        Some(any_value::Value::IntValue(-42)),
+        Some(any_value::Value::DoubleValue(2.5)),
+        Some(any_value::Value::DoubleValue(1e21)),
+        Some(any_value::Value::DoubleValue(f64::NAN)),
+        Some(any_value::Value::BytesValue(vec![0, 15, 255])),
+        Some(any_value::Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue { value: None }, AnyValue { value: Some(text("x")) }],
+        })),
+        Some(any_value::Value::ArrayValue(ArrayValue { values: vec![] })),
+        Some(any_value::Value::KvlistValue(KeyValueList { values: vec![] })),
+        Some(any_value::Value::KvlistValue(KeyValueList {
+            values: vec![
+                kv("prompt", text("what \"is\" it?")),
+                kv("n", any_value::Value::IntValue(3)),
+                KeyValue { key: "none".into(), value: None, ..Default::default() },
+                kv(
+                    "nested",
+                    any_value::Value::KvlistValue(KeyValueList { values: vec![kv("k", text("v"))] }),
+                ),
+            ],
+        })),
+        // a repeated key: the first place, the last value
+        Some(any_value::Value::KvlistValue(KeyValueList {
+            values: vec![kv("a", text("1")), kv("b", text("2")), kv("a", text("3"))],
+        })),
+    ];
+    for value in values {
+        let json = any_value_to_json(&AnyValue { value: value.clone() });
+        assert_eq!(attribute_json(value.as_ref()), tracelake_model::encode_attribute(&json), "{value:?}");
+    }
+}

@@ -114,6 +114,11 @@ fn genai_attributes_of_1_37_and_later_are_translated() {
         chat.attributes.get(keys::CHAT_TOKEN_USAGE),
         Some(json!({"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}))
     );
+    // stored as MLflow's client encodes it
+    assert_eq!(
+        chat.attributes.get_raw(keys::CHAT_TOKEN_USAGE),
+        Some(r#"{"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}"#)
+    );
 
     for (op, want) in [
         ("retrieval", SpanType::Retriever),

@@ -584,8 +584,7 @@ impl SpanColumns {
         self.start_time_ns.push(span.start_time_unix_nano as i64);
         self.end_time_ns.push(span.end_time_unix_nano.map(|e| e as i64));
         self.token_usage.push(span.attributes.get_raw(keys::CHAT_TOKEN_USAGE).map(str::to_owned));
-        self.content
-            .push(serde_json::to_string(span).map_err(|e| StoreError::Internal(format!("span: {e}")))?);
+        self.content.push(span.to_dict_json());
         Ok(())
     }
 }

@@ -454,7 +454,7 @@ fn save(tx: &Connection, changed: &Changed<i64>, serialized: Option<&SerializedS
         let content = match serialized.and_then(|s| s.0.get(&(span.trace_id, span.span_id.to_u64()))) {
             Some(json) => json.as_str(),
             None => {
-                fresh = serde_json::to_string(span).map_err(internal)?;
+                fresh = span.to_dict_json();
                 fresh.as_str()
             }
         };
@@ -528,12 +528,12 @@ fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced)
 /// trace and span id; the last span of an id wins, as it does in the write.
 struct SerializedSpans(HashMap<(TraceId, u64), String>);
 
-fn serialize_spans(batch: &WriteBatch) -> StoreResult<SerializedSpans> {
+fn serialize_spans(batch: &WriteBatch) -> SerializedSpans {
     let mut out = HashMap::with_capacity(batch.spans.len());
     for (_, span) in &batch.spans {
-        out.insert((span.trace_id, span.span_id.to_u64()), serde_json::to_string(span).map_err(internal)?);
+        out.insert((span.trace_id, span.span_id.to_u64()), span.to_dict_json());
     }
-    Ok(SerializedSpans(out))
+    SerializedSpans(out)
 }
 
 /// Applies `batch` on `tx`, a connection inside a transaction (or a savepoint of one).
@@ -866,12 +866,9 @@ impl TraceStore for SqliteStore {
         self.write_tx(move |tx| apply(tx, batch)).await
     }
 
-    /// Serializes the batch's span dicts, off the one writer thread. Left undone on failure:
-    /// the write does it again and reports the error.
+    /// Serializes the batch's span dicts, off the one writer thread.
     fn prepare(&self, batch: &mut WriteBatch) {
-        if let Ok(serialized) = serialize_spans(batch) {
-            batch.prepared = Some(Prepared::new(serialized));
-        }
+        batch.prepared = Some(Prepared::new(serialize_spans(batch)));
     }
 
     /// One transaction, one fsync, for the whole group; each batch under a savepoint of its

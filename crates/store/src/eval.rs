@@ -123,7 +123,7 @@ fn span_clause(clause: &Clause, span: &Span) -> StoreResult<bool> {
 
 /// The span as the MLflow span dict JSON (what `span.content` and `trace.text` search).
 fn span_content(span: &Span) -> String {
-    serde_json::to_string(span).unwrap_or_default()
+    span.to_dict_json()
 }
 
 /// Assessments are carried as MLflow JSON: `{"assessment_name", "feedback": {"value"}, ...}`.
