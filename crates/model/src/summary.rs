@@ -129,11 +129,11 @@ pub mod token_keys {
 /// parent also report it on the children. `None` when no span reports usage.
 pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
     // By span id, the last of an id winning; only the counts are read, not the whole value.
-    let mut usage: Vec<(SpanId, UsageCounts)> = spans
+    let mut usage: Vec<(SpanId, [Option<i64>; 6])> = spans
         .iter()
         .filter_map(|s| {
             let raw = s.attributes.get_raw(keys::CHAT_TOKEN_USAGE)?;
-            Some((s.span_id, serde_json::from_str::<UsageCounts>(raw).ok()?))
+            Some((s.span_id, usage_counts(raw)?))
         })
         .collect();
     if usage.is_empty() {
@@ -142,7 +142,7 @@ pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
     usage.reverse();
     usage.sort_by_key(|(id, _)| *id); // stable: the last of an id comes first
     usage.dedup_by_key(|(id, _)| *id);
-    let counts_of = |id: SpanId| usage.binary_search_by_key(&id, |(i, _)| *i).ok().map(|i| &usage[i].1);
+    let counts_of = |id: SpanId| usage.binary_search_by_key(&id, |(i, _)| *i).ok().map(|i| usage[i].1);
     let mut parents: Vec<(SpanId, Option<SpanId>)> = spans.iter().map(|s| (s.span_id, s.parent_id)).collect();
     parents.sort_by_key(|(id, _)| *id);
     let known = |id: SpanId| parents.binary_search_by_key(&id, |(i, _)| *i).is_ok();
@@ -173,10 +173,10 @@ pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
         if ancestor_has_usage(span.span_id) {
             continue;
         }
-        for (total, n) in totals.iter_mut().zip(&counts.0[..3]) {
+        for (total, n) in totals.iter_mut().zip(&counts[..3]) {
             *total += n.unwrap_or(0);
         }
-        for (slot, n) in optional.iter_mut().zip(&counts.0[3..]) {
+        for (slot, n) in optional.iter_mut().zip(&counts[3..]) {
             if let Some(n) = n {
                 *slot = Some(slot.unwrap_or(0) + n);
             }
@@ -192,6 +192,13 @@ pub fn aggregate_token_usage(spans: &[Span]) -> Option<Map<String, Value>> {
         }
     }
     Some(out)
+}
+
+/// The counts of a `mlflow.chat.tokenUsage` value (JSON text), in the order input, output,
+/// total, then [`token_keys::OPTIONAL`]; `None` when it is not a JSON object. A count is an
+/// integer (anything else counts as absent) and a repeated key's last value wins.
+pub fn usage_counts(json: &str) -> Option<[Option<i64>; 6]> {
+    serde_json::from_str::<UsageCounts>(json).ok().map(|c| c.0)
 }
 
 /// The counts of a token usage object, in the order input, output, total, then

@@ -91,6 +91,8 @@ pub struct IngestedSpan {
 /// ([`semconv`]). The request is taken whole or refused whole.
 pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<IngestedSpan>, OtlpError> {
     let mut out = Vec::new();
+    // the spans of a trace mostly come together: they share the text of its request id
+    let mut request_id = None;
     for (r, rs) in request.resource_spans.iter().enumerate() {
         let resource = rs.resource.as_ref().map(|res| key_values_to_map(&res.attributes)).unwrap_or_default();
         for (s, ss) in rs.scope_spans.iter().enumerate() {
@@ -98,8 +100,8 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Ing
                 ss.scope.as_ref().map(|sc| (sc.name.clone(), sc.version.clone())).unwrap_or_default();
             let origin = Arc::new(SpanOrigin { resource: resource.clone(), scope_name, scope_version });
             for (i, otlp) in ss.spans.iter().enumerate() {
-                let path = format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
-                let mut span = span_from_otlp(otlp, &path)?;
+                let path = || format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
+                let mut span = convert(otlp, &path, &mut request_id)?;
                 semconv::translate(&mut span);
                 out.push(IngestedSpan { span, origin: origin.clone() });
             }
@@ -108,12 +110,22 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Ing
     Ok(out)
 }
 
-fn invalid(path: &str, field: &str, e: IdError) -> OtlpError {
-    OtlpError::Invalid { path: format!("{path}.{field}"), message: e.to_string() }
+fn invalid(path: &dyn Fn() -> String, field: &str, e: IdError) -> OtlpError {
+    OtlpError::Invalid { path: format!("{}.{field}", path()), message: e.to_string() }
 }
 
 /// One OTLP span as a model span; `path` names it in errors.
 pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
+    convert(otlp, &|| path.to_owned(), &mut None)
+}
+
+/// [`span_from_otlp`], with the path made only for an error, and the request id attribute
+/// shared with the previous span converted when it is of the same trace.
+fn convert(
+    otlp: &OtlpSpan,
+    path: &dyn Fn() -> String,
+    request_id: &mut Option<(TraceId, Arc<str>)>,
+) -> Result<Span, OtlpError> {
     let trace_id = TraceId::from_bytes(&otlp.trace_id).map_err(|e| invalid(path, "trace_id", e))?;
     let span_id = SpanId::from_bytes(&otlp.span_id).map_err(|e| invalid(path, "span_id", e))?;
     let parent_id = if otlp.parent_span_id.is_empty() {
@@ -122,7 +134,15 @@ pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
         Some(SpanId::from_bytes(&otlp.parent_span_id).map_err(|e| invalid(path, "parent_span_id", e))?)
     };
     let mut attributes = Attributes::with_capacity(otlp.attributes.len() + 1);
-    attributes.insert(keys::REQUEST_ID, &trace_id.to_mlflow_v3());
+    let id_json = match request_id {
+        Some((id, json)) if *id == trace_id => json.clone(),
+        _ => {
+            let json: Arc<str> = encode_attribute(&trace_id.to_mlflow_v3()).into();
+            *request_id = Some((trace_id, json.clone()));
+            json
+        }
+    };
+    attributes.insert_raw(keys::REQUEST_ID, id_json);
     for kv in &otlp.attributes {
         if kv.key == keys::REQUEST_ID {
             continue; // derived from the trace id, never trusted from the client
@@ -161,11 +181,10 @@ pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
         .collect();
     let mut links = Vec::with_capacity(otlp.links.len());
     for (i, l) in otlp.links.iter().enumerate() {
-        let link_path = format!("links[{i}]");
         let linked_trace = TraceId::from_bytes(&l.trace_id)
-            .map_err(|e| invalid(path, &format!("{link_path}.trace_id"), e))?;
+            .map_err(|e| invalid(path, &format!("links[{i}].trace_id"), e))?;
         let linked_span =
-            SpanId::from_bytes(&l.span_id).map_err(|e| invalid(path, &format!("{link_path}.span_id"), e))?;
+            SpanId::from_bytes(&l.span_id).map_err(|e| invalid(path, &format!("links[{i}].span_id"), e))?;
         links.push(Link {
             trace_id: linked_trace.to_mlflow_v3(),
             span_id: linked_span.to_string(),

@@ -67,6 +67,10 @@ fn first_str(span: &Span, keys: &[&str]) -> Option<String> {
 }
 
 fn int_attr(span: &Span, key: &str) -> Option<i64> {
+    // most counts are plain integers, read without a JSON value
+    if let Ok(n) = span.attributes.get_raw(key)?.parse() {
+        return Some(n);
+    }
     match span.attributes.get(key)? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),

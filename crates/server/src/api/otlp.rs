@@ -111,7 +111,7 @@ fn decompress(body: &[u8], encoding: &str, limit: usize) -> ApiResult<Vec<u8>> {
 }
 
 /// A request body as sent, decompressed, with its encoding.
-fn read_body(s: &AppState, headers: &HeaderMap, body: Bytes) -> ApiResult<(Encoding, Vec<u8>)> {
+fn read_body(s: &AppState, headers: &HeaderMap, body: Bytes) -> ApiResult<(Encoding, Bytes)> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or("");
     let encoding = match content_type.split(';').next().unwrap_or("").trim() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
@@ -127,8 +127,8 @@ fn read_body(s: &AppState, headers: &HeaderMap, body: Bytes) -> ApiResult<(Encod
         }
     };
     let body = match header_str(headers, header::CONTENT_ENCODING.as_str()).map(str::trim) {
-        None | Some("") | Some("identity") => body.to_vec(),
-        Some(enc) => decompress(&body, &enc.to_ascii_lowercase(), s.limits.max_decompressed_bytes)?,
+        None | Some("") | Some("identity") => body,
+        Some(enc) => decompress(&body, &enc.to_ascii_lowercase(), s.limits.max_decompressed_bytes)?.into(),
     };
     Ok((encoding, body))
 }
