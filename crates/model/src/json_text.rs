@@ -9,15 +9,18 @@
 const LANES: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is a quote, a backslash or a control character (< 0x20). Bytes
-/// of multi-byte UTF-8 sequences (≥ 0x80) never are.
+/// The bytes of `word` (little-endian) that need escaping, as the high bit of each: a quote, a
+/// backslash or a control character (< 0x20). Exact per byte (no carry crosses bytes), so
+/// each set bit is one escape. Bytes of multi-byte UTF-8 sequences (≥ 0x80) never are.
 #[inline]
-fn needs_escape(word: u64) -> bool {
-    let has_zero = |v: u64| v.wrapping_sub(LANES) & !v & HIGH_BITS;
-    let control = word.wrapping_sub(LANES * 0x20) & !word & HIGH_BITS;
-    let quote = has_zero(word ^ (LANES * u64::from(b'"')));
-    let backslash = has_zero(word ^ (LANES * u64::from(b'\\')));
-    control | quote | backslash != 0
+fn escape_mask(word: u64) -> u64 {
+    const LOW_BITS: u64 = !HIGH_BITS;
+    // high bit set where the byte is zero
+    let zero = |v: u64| !(((v & LOW_BITS) + LOW_BITS) | v) & HIGH_BITS;
+    // high bit set where the byte's low seven bits reach 0x20; with its own high bit clear too,
+    // the byte is below 0x20
+    let control = !(((word & LOW_BITS) + LANES * 0x60) | word) & HIGH_BITS;
+    control | zero(word ^ (LANES * u64::from(b'"'))) | zero(word ^ (LANES * u64::from(b'\\')))
 }
 
 /// The escape of `byte`, or `None` when it is written as is.
@@ -44,23 +47,25 @@ pub fn write_str(out: &mut String, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push('"');
     let mut start = 0;
-    let mut escape_from = |out: &mut String, base: usize, run: &[u8]| {
-        for (k, &byte) in run.iter().enumerate() {
-            if let Some(escape) = escape_of(byte) {
-                out.push_str(&text[start..base + k]);
-                out.push_str(escape);
-                start = base + k + 1;
-            }
+    let mut escape_at = |out: &mut String, at: usize| {
+        if let Some(escape) = escape_of(bytes[at]) {
+            out.push_str(&text[start..at]);
+            out.push_str(escape);
+            start = at + 1;
         }
     };
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
     for (n, word) in words.enumerate() {
-        if needs_escape(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
-            escape_from(out, n * 8, word);
+        let mut mask = escape_mask(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        while mask != 0 {
+            escape_at(out, n * 8 + (mask.trailing_zeros() / 8) as usize);
+            mask &= mask - 1;
         }
     }
-    escape_from(out, bytes.len() - tail.len(), tail);
+    for at in bytes.len() - tail.len()..bytes.len() {
+        escape_at(out, at);
+    }
     out.push_str(&text[start..]);
     out.push('"');
 }
@@ -93,6 +98,11 @@ mod tests {
             for pad in 0..10 {
                 cases.push(format!("{}{c}{}", "x".repeat(pad), "y".repeat(9 - pad)));
             }
+        }
+        // several escapes in one word, at every alignment
+        let ascii: String = (0u8..0x80).map(char::from).collect();
+        for pad in 0..8 {
+            cases.push(format!("{}{ascii}é{ascii}\"\\\n", "x".repeat(pad)));
         }
         for case in &cases {
             assert_eq!(written(case), serde_json::to_string(case).unwrap(), "{case:?}");

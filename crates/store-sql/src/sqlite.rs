@@ -526,10 +526,10 @@ fn load_reduced(conn: &Connection, trace_key: i64, trace_id: &str, how: Reduced)
 
 /// The span dicts of a batch as JSON, made ahead of the write ([`TraceStore::prepare`]), by
 /// trace and span id; the last span of an id wins, as it does in the write.
-struct SerializedSpans(HashMap<(TraceId, u64), String>);
+struct SerializedSpans(hashbrown::HashMap<(TraceId, u64), String>);
 
 fn serialize_spans(batch: &WriteBatch) -> SerializedSpans {
-    let mut out = HashMap::with_capacity(batch.spans.len());
+    let mut out = hashbrown::HashMap::with_capacity(batch.spans.len());
     for (_, span) in &batch.spans {
         out.insert((span.trace_id, span.span_id.to_u64()), span.to_dict_json());
     }

@@ -2,7 +2,9 @@
 //! merge rules every backend applies (see [`crate::TraceStore`]), and how a write batch
 //! changes the traces it touches ([`apply_batch`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use hashbrown::{HashMap as FastMap, HashSet as FastSet};
 
 use tracelake_model::summary::{Role, aggregate_token_usage, preview};
 use tracelake_model::{
@@ -242,7 +244,7 @@ pub fn batch_locations(batch: &WriteBatch) -> StoreResult<Vec<String>> {
 /// The traces a batch touches, each once, in the order first touched, with the location the
 /// batch names for each: `(trace id, location)`.
 pub fn batch_traces(batch: &WriteBatch) -> Vec<(String, String)> {
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::new();
     let spans = batch.spans.iter().map(|(l, s)| (trace_id_in(l, s.trace_id), l.clone()));
     let infos = batch.infos.iter().map(|i| (i.trace_id.clone(), location_key(&i.trace_location)));
     spans.chain(infos).filter(|(id, _)| seen.insert(id.clone())).collect()
@@ -260,7 +262,7 @@ pub struct Changed<K> {
     /// Every span the trace has: the stored ones, replaced or joined by the batch's.
     pub spans: Vec<Span>,
     /// The span ids the batch wrote.
-    pub written: HashSet<u64>,
+    pub written: FastSet<u64>,
     /// The tags and metadata stored before the batch, so a store rewrites only the entries
     /// that changed (and leaves their index entries alone).
     pub previous: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
@@ -289,10 +291,10 @@ pub fn apply_batch<K: Copy + Eq + std::hash::Hash>(
         location: String,
         info: Option<(TraceInfo, bool)>,
         spans: Vec<Span>,
-        position: HashMap<u64, usize>,
-        written: HashSet<u64>,
+        position: FastMap<u64, usize>,
+        written: FastSet<u64>,
     }
-    let mut pending: HashMap<&str, Pending<K>> = HashMap::with_capacity(touched.len());
+    let mut pending: FastMap<&str, Pending<K>> = FastMap::with_capacity(touched.len());
     for (id, location) in touched {
         let p = match stored.remove(id) {
             Some(s) => {
@@ -305,7 +307,7 @@ pub fn apply_batch<K: Copy + Eq + std::hash::Hash>(
                     position: spans.iter().enumerate().map(|(i, s)| (s.span_id.to_u64(), i)).collect(),
                     spans,
                     info: Some((s.info, s.from_spans_only)),
-                    written: HashSet::new(),
+                    written: FastSet::new(),
                 }
             }
             None => Pending {
@@ -314,8 +316,8 @@ pub fn apply_batch<K: Copy + Eq + std::hash::Hash>(
                 location: location.clone(),
                 info: None,
                 spans: Vec::new(),
-                position: HashMap::new(),
-                written: HashSet::new(),
+                position: FastMap::new(),
+                written: FastSet::new(),
             },
         };
         pending.insert(id, p);
