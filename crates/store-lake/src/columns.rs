@@ -406,7 +406,7 @@ fn token_counts(span: &Span) -> [Option<i64>; 3] {
 }
 
 /// A span's events and links as row cells.
-fn span_row_nested(span: &Span) -> (Option<Vec<EventRow>>, Option<Vec<LinkRow>>) {
+fn nested_row(span: &Span) -> NestedRow {
     let events = span
         .events
         .iter()
@@ -429,13 +429,13 @@ fn span_row_nested(span: &Span) -> (Option<Vec<EventRow>>, Option<Vec<LinkRow>>)
             dropped_attributes_count: Some(0),
         })
         .collect();
-    (Some(events), Some(links))
+    NestedRow { events: Some(events), links: Some(links) }
 }
 
 #[cfg_attr(not(test), allow(dead_code, reason = "the rows spans_to_batch's columns are tested against"))]
 fn span_row(span: &Span, origin: &SpanOrigin) -> SpanRow {
     let [input_tokens, output_tokens, total_tokens] = token_counts(span);
-    let (events, links) = span_row_nested(span);
+    let NestedRow { events, links } = nested_row(span);
     let (date, time) = date_and_time_micros(span.start_time_unix_nano);
     let trace_id = span.trace_id.to_string();
     let span_id = span.span_id.to_string();
@@ -762,7 +762,7 @@ pub fn spans_to_batch<'a>(
                 vec![
                     text(&|_, o| (!o.scope_name.is_empty()).then(|| o.scope_name.clone())),
                     text(&|_, o| (!o.scope_version.is_empty()).then(|| o.scope_version.clone())),
-                    Arc::new(string_map_builder().finish_nulls(n).map_err(internal)?),
+                    Arc::new(null_string_maps(n).map_err(internal)?),
                     int32(Some(0)),
                 ],
             )?,
@@ -790,18 +790,13 @@ fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
-trait FinishNulls {
-    /// `n` null cells.
-    fn finish_nulls(self, n: usize) -> Result<MapArray, ArrowError>;
-}
-
-impl FinishNulls for MapBuilder<StringBuilder, StringBuilder> {
-    fn finish_nulls(mut self, n: usize) -> Result<MapArray, ArrowError> {
-        for _ in 0..n {
-            self.append(false)?;
-        }
-        Ok(self.finish())
+/// `n` null `MAP<STRING, STRING>` cells.
+fn null_string_maps(n: usize) -> Result<MapArray, ArrowError> {
+    let mut maps = string_map_builder();
+    for _ in 0..n {
+        maps.append(false)?;
     }
+    Ok(maps.finish())
 }
 
 /// The events and links of a span row, which [`spans_to_batch`] decodes as JSON.
@@ -809,11 +804,6 @@ impl FinishNulls for MapBuilder<StringBuilder, StringBuilder> {
 struct NestedRow {
     events: Option<Vec<EventRow>>,
     links: Option<Vec<LinkRow>>,
-}
-
-fn nested_row(span: &Span) -> NestedRow {
-    let row = span_row_nested(span);
-    NestedRow { events: row.0, links: row.1 }
 }
 
 fn nested_schema(spans: &Schema) -> StoreResult<SchemaRef> {
