@@ -270,6 +270,16 @@ impl Serialize for Span {
     }
 }
 
+/// Appends a span's events or links: rare, and holding plain values, so serde_json writes them
+/// (to a string, which never fails for these).
+fn push_list(out: &mut String, empty: bool, list: &impl Serialize) {
+    if empty {
+        out.push_str("[]");
+    } else {
+        out.push_str(&serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+    }
+}
+
 impl Span {
     /// The span dict as compact JSON: exactly `serde_json::to_string(span)`, written directly
     /// (the stores keep every span in this form, and most of its bytes are attribute text that
@@ -304,14 +314,8 @@ impl Span {
             }
             None => out.push_str("null"),
         }
-        // Events and links are rare and hold plain values: serde_json writes them (to a
-        // string, which never fails for these).
         out.push_str(",\"events\":");
-        if self.events.is_empty() {
-            out.push_str("[]");
-        } else {
-            out.push_str(&serde_json::to_string(&Events(&self.events)).unwrap_or_else(|_| "[]".into()));
-        }
+        push_list(&mut out, self.events.is_empty(), &Events(&self.events));
         out.push_str(",\"status\":{\"code\":");
         json_text::write_str(&mut out, self.status.code.as_otlp_name());
         out.push_str(",\"message\":");
@@ -326,11 +330,7 @@ impl Span {
             json_text::write_str(&mut out, v);
         }
         out.push_str("},\"links\":");
-        if self.links.is_empty() {
-            out.push_str("[]");
-        } else {
-            out.push_str(&serde_json::to_string(&Links(&self.links)).unwrap_or_else(|_| "[]".into()));
-        }
+        push_list(&mut out, self.links.is_empty(), &Links(&self.links));
         out.push('}');
         out
     }

@@ -101,7 +101,7 @@ pub fn spans_from_request(request: &ExportTraceServiceRequest) -> Result<Vec<Ing
             let origin = Arc::new(SpanOrigin { resource: resource.clone(), scope_name, scope_version });
             for (i, otlp) in ss.spans.iter().enumerate() {
                 let path = || format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]");
-                let mut span = convert(otlp, &path, &mut request_id)?;
+                let mut span = span_from_otlp(otlp, &path, &mut request_id)?;
                 semconv::translate(&mut span);
                 out.push(IngestedSpan { span, origin: origin.clone() });
             }
@@ -114,14 +114,9 @@ fn invalid(path: &dyn Fn() -> String, field: &str, e: IdError) -> OtlpError {
     OtlpError::Invalid { path: format!("{}.{field}", path()), message: e.to_string() }
 }
 
-/// One OTLP span as a model span; `path` names it in errors.
-pub fn span_from_otlp(otlp: &OtlpSpan, path: &str) -> Result<Span, OtlpError> {
-    convert(otlp, &|| path.to_owned(), &mut None)
-}
-
-/// [`span_from_otlp`], with the path made only for an error, and the request id attribute
-/// shared with the previous span converted when it is of the same trace.
-fn convert(
+/// One OTLP span as a model span; `path` names it in errors and is made only for one. The
+/// request id attribute is shared with the previous span converted when it is of the same trace.
+fn span_from_otlp(
     otlp: &OtlpSpan,
     path: &dyn Fn() -> String,
     request_id: &mut Option<(TraceId, Arc<str>)>,
